@@ -1,0 +1,70 @@
+"""The ASGI app: `handler.app:app`.
+
+Importing this module is the process's start for uvicorn: it reads the configuration once and
+binds the process-wide pipeline slot, but imports neither torch nor diffusers, so the server
+listens at once. The model loads per `THAW_PRELOAD` (in the background by default).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fastapi import FastAPI
+
+from handler import errors
+from handler.config import Config
+from handler.middleware import BodyLimit
+from handler.pipeline import PIPELINE, LoadedPipeline, release_pipeline, resolve_loader
+from handler.routes import generate, probes
+from handler.schemas import request_model
+from handler.state import AppState
+from runtime.phases import PhaseRecorder
+from runtime.service import Service
+from runtime.slot import ModelSlot, RetryPolicy
+
+
+def build_service(
+    config: Config, slot: ModelSlot[LoadedPipeline] | None = None
+) -> Service[LoadedPipeline]:
+    """Bind the pipeline loader to the slot and wrap it in a service."""
+    slot = PIPELINE if slot is None else slot
+    loader = resolve_loader(config)
+
+    def load(phases: PhaseRecorder) -> LoadedPipeline:
+        return loader(config, phases)
+
+    slot.bind(
+        load,
+        release=release_pipeline,
+        retry=RetryPolicy(**config.runtime.retry_policy_args()),  # type: ignore[arg-type]
+    )
+    return Service(slot, config.runtime)
+
+
+def create_app(
+    config: Config | None = None,
+    service: Service[LoadedPipeline] | None = None,
+    *,
+    lifespan: bool = True,
+) -> FastAPI:
+    """Build the app. `lifespan=False` is for Mangum, which would re-run it every invocation."""
+    config = Config.from_env(os.environ) if config is None else config
+    service = build_service(config) if service is None else service
+    kwargs: dict[str, Any] = {"lifespan": service.lifespan} if lifespan else {}
+    app = FastAPI(
+        title="thaw text-to-image",
+        version="0.1.0",
+        description="A text-to-image service that listens at once and loads its model once.",
+        **kwargs,
+    )
+    model = request_model(config.limits)
+    app.state.thaw = AppState(config=config, service=service, request_model=model)
+    app.include_router(probes.router)
+    app.include_router(generate.build_router(model))
+    errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=config.runtime.max_body_bytes)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,211 @@
+"""The diffusers text-to-image pipeline: loading it into the slot, and generating with it.
+
+torch, diffusers and transformers are imported only inside `load_pipeline` (which runs in the
+slot's loader thread, under its single flight) and `generate` (a worker thread, after a load), so
+importing this module, or the app, stays cheap.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import io
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from handler.config import Config
+from runtime.phases import PhaseRecorder
+from runtime.slot import ModelSlot
+from runtime.sources import ModelNotFound, resolve_local
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+log = logging.getLogger("thaw.pipeline")
+
+
+@dataclass(frozen=True)
+class LoadedPipeline:
+    """A loaded pipeline and the facts `/health` reports about it."""
+
+    pipe: Any
+    device: str
+    dtype: str
+    source: str
+    default_size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """One validated request, with defaults filled in (the seed included)."""
+
+    prompt: str
+    negative_prompt: str | None
+    steps: int
+    guidance: float
+    width: int | None
+    height: int | None
+    seed: int
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    png: bytes
+    width: int
+    height: int
+    seed: int
+    inference_s: float
+    encode_s: float
+
+
+# The process-wide slot: created here, empty until the app (or Lambda INIT) binds and starts it.
+PIPELINE: ModelSlot[LoadedPipeline] = ModelSlot("text-to-image")
+
+PipelineLoader = Callable[[Config, PhaseRecorder], LoadedPipeline]
+
+
+def choose_device(requested: str, torch: Any) -> str:
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def choose_dtype(requested: str, device: str) -> str:
+    if requested != "auto":
+        return requested
+    return "float32" if device == "cpu" else "float16"
+
+
+def cpu_threads(requested: int) -> int:
+    """Intra-op threads for CPU inference: the setting, else every core this process may use."""
+    if requested > 0:
+        return requested
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def load_pipeline(config: Config, phases: PhaseRecorder) -> LoadedPipeline:
+    """Load the configured diffusers pipeline, recording each phase."""
+    settings = config.runtime
+    with phases.phase("import"):
+        import torch
+        from diffusers import DiffusionPipeline
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
+    with phases.phase("configure"):
+        device = choose_device(settings.device, torch)
+        dtype_name = choose_dtype(settings.dtype, device)
+        if device == "cpu":
+            torch.set_num_threads(cpu_threads(settings.torch_threads))
+    path = _model_folder(config, phases)
+    with phases.phase("build"):
+        pipe = DiffusionPipeline.from_pretrained(
+            str(path), dtype=getattr(torch, dtype_name), local_files_only=True
+        )
+        pipe.set_progress_bar_config(disable=True)
+    with phases.phase("to_device"):
+        pipe = pipe.to(device)
+    loaded = LoadedPipeline(
+        pipe=pipe,
+        device=device,
+        dtype=dtype_name,
+        source=config.model_ref,
+        default_size=_default_size(pipe),
+    )
+    if settings.warm_inference:
+        with phases.phase("warmup"):
+            side = 64
+            generate(loaded, GenerationParams("warm-up", None, 1, 1.0, side, side, 0))
+    return loaded
+
+
+def _model_folder(config: Config, phases: PhaseRecorder) -> Any:
+    settings = config.runtime
+    try:
+        return resolve_local(
+            config.model_ref, phases, hub_cache=settings.hub_cache, revision=settings.model_revision
+        )
+    except ModelNotFound:
+        if settings.model is None:
+            raise ModelNotFound(
+                f"the embedded default model is not built at {config.default_model_dir}: "
+                "run `make model` (python infra/scripts/build_tiny_model.py) or set THAW_MODEL"
+            ) from None
+        raise
+
+
+def _default_size(pipe: Any) -> tuple[int, int]:
+    unet = getattr(pipe, "unet", None)
+    scale = getattr(pipe, "vae_scale_factor", 8)
+    sample = getattr(getattr(unet, "config", None), "sample_size", 64)
+    side = int(sample if isinstance(sample, int) else sample[0]) * int(scale)
+    return side, side
+
+
+def release_pipeline(loaded: LoadedPipeline) -> None:
+    """Drop the pipeline and hand cached GPU memory back to the driver."""
+    device = loaded.device
+    del loaded
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def resolve_loader(config: Config) -> PipelineLoader:
+    """`THAW_LOADER=package.module:function` swaps in a custom loader (same signature)."""
+    if config.runtime.loader is None:
+        return load_pipeline
+    module_name, _, attr = config.runtime.loader.partition(":")
+    loader: PipelineLoader = getattr(importlib.import_module(module_name), attr)
+    return loader
+
+
+def generate(loaded: LoadedPipeline, params: GenerationParams) -> GeneratedImage:
+    """Run one generation and encode it as PNG. Blocking: call it from a worker thread."""
+    import torch
+
+    started = time.perf_counter()
+    # A CPU generator gives the same image for the same seed on every device.
+    generator = torch.Generator("cpu").manual_seed(params.seed)
+    with torch.inference_mode():
+        result = loaded.pipe(
+            prompt=params.prompt,
+            negative_prompt=params.negative_prompt,
+            num_inference_steps=params.steps,
+            guidance_scale=params.guidance,
+            width=params.width,
+            height=params.height,
+            generator=generator,
+            output_type="pil",
+        )
+    image: Image = result.images[0]
+    inferred = time.perf_counter()
+    png = encode_png(image)
+    return GeneratedImage(
+        png=png,
+        width=image.width,
+        height=image.height,
+        seed=params.seed,
+        inference_s=inferred - started,
+        encode_s=time.perf_counter() - inferred,
+    )
+
+
+def encode_png(image: Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()

@@ -1,0 +1,1 @@
+"""HTTP routes of the text-to-image function, one router per concern."""

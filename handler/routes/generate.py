@@ -1,0 +1,97 @@
+"""`/generate`: text in, PNG (or JSON with base64 PNG) out.
+
+No `from __future__ import annotations` here: FastAPI must see the request model built from the
+configured limits as a real class in the route's signature, not as a string it cannot resolve.
+"""
+
+import base64
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+
+from handler.pipeline import GeneratedImage, GenerationParams, LoadedPipeline, generate
+from handler.schemas import GenerateRequestBase
+from handler.state import AppState
+from runtime.service import Served
+
+PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"image/png": {}, "application/json": {}},
+        "description": "The image (PNG), or JSON with the base64 PNG when `Accept: application/json`.",
+    }
+}
+
+
+def wants_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "image/png" not in accept
+
+
+def server_timing(served: Served[GeneratedImage]) -> str:
+    image = served.value
+    parts = {
+        "queue": served.queue_s,
+        "inference": image.inference_s,
+        "encode": image.encode_s,
+    }
+    return ", ".join(f"{name};dur={seconds * 1000:.1f}" for name, seconds in parts.items())
+
+
+def render(request: Request, served: Served[GeneratedImage], request_id: str) -> Response:
+    image = served.value
+    headers = {
+        "X-Seed": str(image.seed),
+        "X-Request-Id": request_id,
+        "Server-Timing": server_timing(served),
+    }
+    if wants_json(request):
+        body = {
+            "image": base64.b64encode(image.png).decode("ascii"),
+            "seed": image.seed,
+            "width": image.width,
+            "height": image.height,
+            "timings": {
+                "queue_s": round(served.queue_s, 4),
+                "inference_s": round(image.inference_s, 4),
+                "encode_s": round(image.encode_s, 4),
+            },
+        }
+        return JSONResponse(body, headers=headers)
+    return Response(image.png, media_type="image/png", headers=headers)
+
+
+async def serve(request: Request, params: GenerationParams) -> Response:
+    state = AppState.of(request)
+    request_id = state.service.new_request_id()
+
+    def work(loaded: LoadedPipeline) -> GeneratedImage:
+        return generate(loaded, params)
+
+    served = await state.service.run(work, request_id=request_id)
+    return render(request, served, request_id)
+
+
+def build_router(request_model: type[GenerateRequestBase]) -> APIRouter:
+    """The routes for one configured request model (its bounds come from the settings)."""
+    router = APIRouter(tags=["generate"])
+
+    @router.post("/generate", responses=PNG_RESPONSE, response_class=Response)
+    async def generate_post(request: Request, body: request_model) -> Response:  # type: ignore[valid-type]
+        """Generate an image from a JSON request."""
+        return await serve(request, body.to_params(AppState.of(request).config.limits))
+
+    @router.get("/generate", responses=PNG_RESPONSE, response_class=Response)
+    async def generate_get(request: Request, prompt: str) -> Response:
+        """Generate from query parameters, for a quick try in a browser."""
+        try:
+            body = request_model.model_validate(dict(request.query_params))
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**err, "loc": ("query", *err["loc"])} for err in exc.errors()]
+            ) from None
+        return await serve(request, body.to_params(AppState.of(request).config.limits))
+
+    return router

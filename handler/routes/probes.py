@@ -1,0 +1,36 @@
+"""Probes: liveness, readiness and the full health report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from handler.state import AppState
+
+router = APIRouter(tags=["probes"])
+
+
+@router.get("/livez")
+async def livez() -> dict[str, str]:
+    """200 while the process can serve HTTP, whatever the model's state."""
+    return {"status": "alive"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """200 when a request would be served now; 503 with the state otherwise."""
+    state = AppState.of(request)
+    status = state.service.slot.state.public_name
+    if state.service.accepting:
+        return JSONResponse({"ready": True, "status": status})
+    return JSONResponse(
+        {"ready": False, "status": status}, status_code=503, headers={"Retry-After": "1"}
+    )
+
+
+@router.get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    """State, load phases and seconds, attempts, last error, in-flight, queued, uptime, device."""
+    return AppState.of(request).health()

@@ -1,0 +1,72 @@
+"""The HTTP request schema, with bounds taken from the configured limits.
+
+The model class is built from `ImageLimits`, so the OpenAPI schema shows the real bounds and
+pydantic names the field and the bound in every 422.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from handler.config import ImageLimits
+from handler.pipeline import GenerationParams
+
+MAX_SEED = 2**32 - 1
+
+
+class GenerateRequestBase(BaseModel):
+    """Fields every generate request has; subclasses add the configured bounds."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    prompt: str
+    negative_prompt: str | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    seed: int | None = None
+
+    def to_params(self, limits: ImageLimits) -> GenerationParams:
+        return GenerationParams(
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            steps=self.num_inference_steps or limits.default_steps,
+            guidance=limits.default_guidance if self.guidance_scale is None else self.guidance_scale,
+            width=self.width,
+            height=self.height,
+            seed=secrets.randbelow(MAX_SEED + 1) if self.seed is None else self.seed,
+        )
+
+
+def request_model(limits: ImageLimits) -> type[GenerateRequestBase]:
+    """Build the request model for these limits."""
+    side = Annotated[int | None, Field(ge=64, le=limits.max_side, multiple_of=8)]
+
+    class GenerateRequest(GenerateRequestBase):
+        """A text-to-image request. Omitted fields take the configured defaults; an omitted seed
+        is drawn at random and echoed in `X-Seed`."""
+
+        prompt: str = Field(min_length=1, max_length=limits.max_prompt_chars)
+        negative_prompt: str | None = Field(None, max_length=limits.max_prompt_chars)
+        num_inference_steps: int | None = Field(None, ge=1, le=limits.max_steps)
+        guidance_scale: float | None = Field(
+            None, ge=0.0, le=limits.max_guidance, allow_inf_nan=False
+        )
+        width: side = None
+        height: side = None
+        seed: int | None = Field(None, ge=0, le=MAX_SEED)
+
+        @model_validator(mode="after")
+        def _pixel_budget(self) -> GenerateRequest:
+            if self.width is not None and self.height is not None:
+                pixels = self.width * self.height
+                if pixels > limits.max_pixels:
+                    raise ValueError(
+                        f"width*height={pixels} exceeds the limit of {limits.max_pixels} pixels"
+                    )
+            return self
+
+    return GenerateRequest

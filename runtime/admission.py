@@ -1,0 +1,159 @@
+"""Admission: a concurrency limit with a bounded FIFO queue in front of the model.
+
+A request first *reserves* a place (refused with `Overloaded` when `limit + queue_size` places are
+taken, with `Draining` once the gate is closed), may then wait for the model to warm up while
+holding it, and finally waits for its *turn* to run. A reservation is released exactly once, in
+`finally` paths or in the worker thread's completion, so a client that disconnects never leaks a
+place. Thread-safe and not bound to any event loop (see `runtime.notify`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from runtime.errors import Draining, Overloaded, QueueTimeout
+from runtime.notify import Notifier
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One accepted request's place in the gate."""
+
+    id: str
+    granted: bool = False
+    released: bool = False
+    waiting: bool = field(default=False)
+
+
+class AdmissionGate:
+    """At most `limit` tickets run at once; at most `queue_size` more wait."""
+
+    def __init__(self, limit: int = 1, queue_size: int = 8) -> None:
+        if limit < 1 or queue_size < 0:
+            raise ValueError("limit must be >= 1 and queue_size >= 0")
+        self.limit = limit
+        self.queue_size = queue_size
+        self._notifier = Notifier()
+        self._lock = self._notifier.lock
+        self._accepted: dict[str, Ticket] = {}
+        self._turns: deque[Ticket] = deque()
+        self._running = 0
+        self._closed = False
+        self._served_seconds_ewma: float | None = None
+
+    # -- figures ---------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return self._running
+
+    @property
+    def queued(self) -> int:
+        """Accepted requests not running yet (waiting for the model or for their turn)."""
+        with self._lock:
+            return len(self._accepted) - self._running
+
+    @property
+    def accepted(self) -> int:
+        with self._lock:
+            return len(self._accepted)
+
+    @property
+    def closed(self) -> bool:
+        with self._lock:
+            return self._closed
+
+    def accepted_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._accepted)
+
+    def retry_after(self) -> float:
+        """An honest guess at when a place frees up: queue length times the typical run time."""
+        with self._lock:
+            per_run = self._served_seconds_ewma or 1.0
+            waves = (len(self._accepted) - self.limit + 1) / self.limit
+            return float(max(1, math.ceil(per_run * max(1.0, waves))))
+
+    # -- the request's path ----------------------------------------------------------------------
+
+    def reserve(self, ticket_id: str) -> Ticket:
+        """Take a place or raise `Overloaded`/`Draining` at once."""
+        with self._lock:
+            if self._closed:
+                raise Draining("the server is shutting down", retry_after=1)
+            if len(self._accepted) >= self.limit + self.queue_size:
+                raise Overloaded(
+                    f"queue full ({self.queue_size} waiting, {self.limit} running)",
+                    retry_after=self.retry_after(),
+                )
+            ticket = Ticket(id=ticket_id)
+            self._accepted[ticket_id] = ticket
+            return ticket
+
+    async def wait_turn(self, ticket: Ticket, timeout: float | None) -> None:
+        """Wait (FIFO) until the ticket may run. Raises `QueueTimeout` when time runs out; the
+        ticket is then released."""
+        with self._lock:
+            ticket.waiting = True
+            self._turns.append(ticket)
+            self._grant()
+        granted = await self._notifier.wait_for_async(lambda: ticket.granted, timeout)
+        if not granted:
+            self.release(ticket)
+            raise QueueTimeout(
+                f"waited {timeout:.0f}s in the queue without starting", retry_after=self.retry_after()
+            )
+
+    def release(self, ticket: Ticket, *, served_seconds: float | None = None) -> None:
+        """Give the place back (idempotent) and hand the turn to the next ticket."""
+        with self._lock:
+            if ticket.released:
+                return
+            ticket.released = True
+            self._accepted.pop(ticket.id, None)
+            if ticket.granted:
+                self._running -= 1
+            elif ticket.waiting:
+                try:
+                    self._turns.remove(ticket)
+                except ValueError:
+                    pass
+            if served_seconds is not None:
+                previous = self._served_seconds_ewma
+                self._served_seconds_ewma = (
+                    served_seconds if previous is None else 0.7 * previous + 0.3 * served_seconds
+                )
+            self._grant()
+            self._notifier.notify_all()
+
+    # -- stopping ----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Refuse new reservations; accepted tickets carry on."""
+        with self._lock:
+            self._closed = True
+            self._notifier.notify_all()
+
+    def reopen(self) -> None:
+        with self._lock:
+            self._closed = False
+
+    def wait_empty(self, timeout: float | None) -> bool:
+        """Block until every accepted ticket is released."""
+        return self._notifier.wait_for(lambda: not self._accepted, timeout)
+
+    async def wait_empty_async(self, timeout: float | None) -> bool:
+        return await self._notifier.wait_for_async(lambda: not self._accepted, timeout)
+
+    def _grant(self) -> None:  # lock held
+        changed = False
+        while self._running < self.limit and self._turns:
+            ticket = self._turns.popleft()
+            ticket.granted = True
+            self._running += 1
+            changed = True
+        if changed:
+            self._notifier.notify_all()

@@ -1,0 +1,77 @@
+"""Load phases: what a cold start spent its time on, reported in `/health` and the logs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.clock import SYSTEM_CLOCK, Clock
+
+log = logging.getLogger("thaw.load")
+
+
+@dataclass
+class _Phase:
+    name: str
+    started: float
+    seconds: float | None = None
+    failed: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class PhaseRecorder:
+    """Records named phases of one load attempt. Thread-safe: phases may overlap
+    (a download running while heavy imports happen)."""
+
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
+        self._origin = clock.monotonic()
+        self._lock = threading.Lock()
+        self._phases: list[_Phase] = []
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time the body as phase `name`; a raising body marks the phase failed."""
+        entry = _Phase(name=name, started=self._clock.monotonic())
+        with self._lock:
+            self._phases.append(entry)
+        log.info("load phase started", extra={"phase": name})
+        try:
+            yield
+        except BaseException:
+            entry.failed = True
+            raise
+        finally:
+            with self._lock:
+                entry.seconds = self._clock.monotonic() - entry.started
+            log.info(
+                "load phase %s",
+                "failed" if entry.failed else "done",
+                extra={"phase": name, "seconds": round(entry.seconds, 3)},
+            )
+
+    def progress(self, name: str, **detail: Any) -> None:
+        """Attach progress figures (bytes done, rate...) to the phase `name`."""
+        with self._lock:
+            for entry in reversed(self._phases):
+                if entry.name == name:
+                    entry.detail.update(detail)
+                    return
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Phases in start order: name, start offset, seconds (None while running), state."""
+        with self._lock:
+            return [
+                {
+                    "name": p.name,
+                    "start_s": round(p.started - self._origin, 4),
+                    "seconds": None if p.seconds is None else round(p.seconds, 4),
+                    "state": "failed" if p.failed else ("running" if p.seconds is None else "done"),
+                    **({"detail": dict(p.detail)} if p.detail else {}),
+                }
+                for p in self._phases
+            ]

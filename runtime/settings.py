@@ -1,0 +1,197 @@
+"""One validated settings object, read once from `THAW_*` environment variables at start.
+
+Every variable name lives here (or in the function package's own config, read through the same
+`EnvReader`), and a bad value fails at start with a message naming the variable. Nothing reads
+`os.environ` at import time: callers pass the mapping in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TypeVar
+
+from runtime.sources import hub_cache_dir
+
+E = TypeVar("E", bound=Enum)
+
+PREFIX = "THAW_"
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the variable."""
+
+
+class PreloadPolicy(str, Enum):
+    """When the model loads."""
+
+    BACKGROUND = "background"
+    """Listen at once and start loading right after startup (the default)."""
+
+    EAGER = "eager"
+    """Finish loading before the server accepts connections."""
+
+    LAZY = "lazy"
+    """Load on the first request that needs the model."""
+
+
+class EnvReader:
+    """Typed, validated access to `THAW_*` variables in a given mapping."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def raw(self, name: str) -> str | None:
+        value = self.environ.get(PREFIX + name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def string(self, name: str, default: str) -> str:
+        value = self.raw(name)
+        return default if value is None else value
+
+    def optional(self, name: str) -> str | None:
+        return self.raw(name)
+
+    def number(
+        self, name: str, default: float, *, minimum: float = 0.0, maximum: float | None = None
+    ) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingsError(f"{PREFIX}{name}={value!r} is not a number") from None
+        self._check_range(name, number, minimum, maximum)
+        return number
+
+    def integer(
+        self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+    ) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise SettingsError(f"{PREFIX}{name}={value!r} is not an integer") from None
+        self._check_range(name, number, minimum, maximum)
+        return number
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{PREFIX}{name}={value!r} is not a boolean (use 1/0, true/false)")
+
+    def choice(self, name: str, enum: type[E], default: E) -> E:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return enum(value.lower())
+        except ValueError:
+            allowed = ", ".join(str(member.value) for member in enum)
+            raise SettingsError(f"{PREFIX}{name}={value!r} must be one of: {allowed}") from None
+
+    @staticmethod
+    def _check_range(name: str, number: float, minimum: float, maximum: float | None) -> None:
+        if number < minimum or (maximum is not None and number > maximum):
+            upper = "" if maximum is None else f" and <= {maximum:g}"
+            raise SettingsError(f"{PREFIX}{name}={number:g} must be >= {minimum:g}{upper}")
+
+
+def default_cache_dir(environ: Mapping[str, str]) -> Path:
+    """Where thaw keeps generated and fetched models: /tmp on Lambda (the only writable place)."""
+    if environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        return Path("/tmp/thaw-cache")
+    xdg = environ.get("XDG_CACHE_HOME") or os.path.join(environ.get("HOME", "/tmp"), ".cache")
+    return Path(xdg) / "thaw"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The runtime's settings. Build with `Settings.from_env(os.environ)` at the process edge."""
+
+    model: str | None = None
+    model_revision: str = "main"
+    hub_cache: Path = Path("/tmp/huggingface/hub")
+    loader: str | None = None
+    preload: PreloadPolicy = PreloadPolicy.BACKGROUND
+    warm_wait_s: float = 30.0
+    max_concurrency: int = 1
+    queue_size: int = 8
+    queue_timeout_s: float = 120.0
+    request_timeout_s: float = 300.0
+    load_attempts: int = 3
+    load_backoff_s: float = 2.0
+    load_backoff_max_s: float = 30.0
+    load_cooldown_s: float = 30.0
+    device: str = "auto"
+    dtype: str = "auto"
+    torch_threads: int = 0
+    warm_inference: bool = False
+    max_body_bytes: int = 64 * 1024
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    cache_dir: Path = Path("/tmp/thaw-cache")
+    on_lambda: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        env = EnvReader(environ)
+        device = env.string("DEVICE", "auto").lower()
+        if device not in ("auto", "cpu", "cuda", "mps") and not device.startswith("cuda:"):
+            raise SettingsError(f"THAW_DEVICE={device!r} must be auto, cpu, cuda, cuda:N or mps")
+        dtype = env.string("DTYPE", "auto").lower()
+        if dtype not in ("auto", "float32", "float16", "bfloat16"):
+            raise SettingsError(f"THAW_DTYPE={dtype!r} must be auto, float32, float16 or bfloat16")
+        log_level = env.string("LOG_LEVEL", "info").lower()
+        if log_level not in ("debug", "info", "warning", "error"):
+            raise SettingsError(f"THAW_LOG_LEVEL={log_level!r} must be debug, info, warning or error")
+        cache = env.optional("CACHE_DIR")
+        return cls(
+            model=env.optional("MODEL"),
+            model_revision=env.string("MODEL_REVISION", "main"),
+            hub_cache=hub_cache_dir(environ),
+            loader=env.optional("LOADER"),
+            preload=env.choice("PRELOAD", PreloadPolicy, PreloadPolicy.BACKGROUND),
+            warm_wait_s=env.number("WARM_WAIT_S", 30.0),
+            max_concurrency=env.integer("MAX_CONCURRENCY", 1, minimum=1, maximum=1024),
+            queue_size=env.integer("QUEUE_SIZE", 8, minimum=0, maximum=100_000),
+            queue_timeout_s=env.number("QUEUE_TIMEOUT_S", 120.0, minimum=0.001),
+            request_timeout_s=env.number("REQUEST_TIMEOUT_S", 300.0, minimum=0.001),
+            load_attempts=env.integer("LOAD_ATTEMPTS", 3, minimum=1, maximum=100),
+            load_backoff_s=env.number("LOAD_BACKOFF_S", 2.0),
+            load_backoff_max_s=env.number("LOAD_BACKOFF_MAX_S", 30.0),
+            load_cooldown_s=env.number("LOAD_COOLDOWN_S", 30.0),
+            device=device,
+            dtype=dtype,
+            torch_threads=env.integer("TORCH_THREADS", 0, minimum=0, maximum=1024),
+            warm_inference=env.flag("WARM_INFERENCE", False),
+            max_body_bytes=env.integer("MAX_BODY_BYTES", 64 * 1024, minimum=1024),
+            host=env.string("HOST", "127.0.0.1"),
+            port=env.integer("PORT", 8000, minimum=0, maximum=65535),
+            log_level=log_level,
+            cache_dir=Path(cache) if cache else default_cache_dir(environ),
+            on_lambda=bool(environ.get("AWS_LAMBDA_FUNCTION_NAME")),
+        )
+
+    def retry_policy_args(self) -> dict[str, float | int]:
+        return {
+            "attempts": self.load_attempts,
+            "backoff_s": self.load_backoff_s,
+            "backoff_max_s": self.load_backoff_max_s,
+            "cooldown_s": self.load_cooldown_s,
+        }

@@ -1,0 +1,337 @@
+"""The lazy single-flight model slot: one model per process, loaded once, whoever asks.
+
+A `ModelSlot` is created at module level and holds nothing until something asks (lifespan
+preload, Lambda INIT, a warm-up ping, the first request, a CLI). However many callers ask at
+once, exactly one loader thread runs; everyone else waits on it. The heavy imports happen inside
+the loader, so they are covered by the single flight too: two concurrent `from diffusers import`
+in one process were seen to leave a broken pipeline behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from runtime.clock import SYSTEM_CLOCK, Clock
+from runtime.errors import Draining, LoadFailed, WarmingUp
+from runtime.notify import Notifier
+from runtime.phases import PhaseRecorder
+from runtime.states import SlotState
+
+log = logging.getLogger("thaw.slot")
+
+M = TypeVar("M")
+Loader = Callable[[PhaseRecorder], M]
+Releaser = Callable[[M], None]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a failing load is retried: `attempts` tries per load, exponential backoff between
+    them, and a cool-down after the last before a new demand may start a fresh load."""
+
+    attempts: int = 3
+    backoff_s: float = 1.0
+    backoff_max_s: float = 30.0
+    cooldown_s: float = 30.0
+
+    def delay(self, failed_attempts: int) -> float:
+        """Seconds to wait after the `failed_attempts`-th consecutive failure."""
+        return float(min(self.backoff_s * 2 ** (failed_attempts - 1), self.backoff_max_s))
+
+
+@dataclass(frozen=True)
+class SlotSnapshot:
+    """A consistent view of the slot for probes and logs."""
+
+    name: str
+    state: SlotState
+    load_attempts: int
+    loads_completed: int
+    load_seconds: float | None
+    phases: list[dict[str, Any]]
+    last_error: str | None
+    retry_in_s: float | None
+    first_ready_at: float | None
+
+
+class ModelSlot(Generic[M]):
+    """Holds at most one model; loads it exactly once per demand, in a background thread.
+
+    All methods are thread-safe. `get` blocks the calling thread; `aget` waits without blocking
+    the running event loop (any loop). Neither starts a load while the process is stopping.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        loader: Loader[M] | None = None,
+        *,
+        release: Releaser[M] | None = None,
+        retry: RetryPolicy | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.name = name
+        self._loader = loader
+        self._release = release
+        self._retry = retry or RetryPolicy()
+        self._clock = clock
+        self._notifier = Notifier()
+        self._lock = self._notifier.lock
+        self._state = SlotState.COLD  # the model's own state: COLD, LOADING, READY or FAILED
+        self._stopping: SlotState | None = None  # DRAINING or STOPPED once the process stops
+        self._model: M | None = None
+        self._attempts = 0
+        self._loads_completed = 0
+        self._load_seconds: float | None = None
+        self._phases = PhaseRecorder(clock)
+        self._last_error: str | None = None
+        self._failed_at: float | None = None
+        self._retry_at: float | None = None
+        self._thread: threading.Thread | None = None
+        self._first_ready_at: float | None = None
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def bind(
+        self,
+        loader: Loader[M],
+        *,
+        release: Releaser[M] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        """Set the loader. Allowed while no model is held or loading."""
+        with self._lock:
+            if self._state in (SlotState.LOADING, SlotState.READY):
+                raise RuntimeError(f"slot {self.name!r} is {self._state.value}; cannot rebind")
+            self._loader = loader
+            self._release = release
+            if retry is not None:
+                self._retry = retry
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> SlotState:
+        with self._lock:
+            return self._stopping or self._state
+
+    @property
+    def ready(self) -> bool:
+        """True when a request would be served by a loaded model now."""
+        with self._lock:
+            return self._state is SlotState.READY and self._stopping is None
+
+    def peek(self) -> M | None:
+        """The model if loaded, without starting anything."""
+        with self._lock:
+            return self._model
+
+    def snapshot(self) -> SlotSnapshot:
+        with self._lock:
+            now = self._clock.monotonic()
+            retry_in = None
+            if self._state is SlotState.FAILED and self._failed_at is not None:
+                retry_in = max(0.0, self._failed_at + self._retry.cooldown_s - now)
+            elif self._state is SlotState.LOADING and self._retry_at is not None:
+                retry_in = max(0.0, self._retry_at - now)
+            return SlotSnapshot(
+                name=self.name,
+                state=self._stopping or self._state,
+                load_attempts=self._attempts,
+                loads_completed=self._loads_completed,
+                load_seconds=self._load_seconds,
+                phases=self._phases.snapshot(),
+                last_error=self._last_error,
+                retry_in_s=retry_in,
+                first_ready_at=self._first_ready_at,
+            )
+
+    # -- demanding the model -------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Begin loading in the background unless a load runs or the model is loaded.
+
+        Returns True when this call started the load. Never raises for a failed slot in its
+        cool-down: it simply does not start (the state says why).
+        """
+        with self._lock:
+            if self._stopping is not None or self._state in (SlotState.LOADING, SlotState.READY):
+                return False
+            if self._state is SlotState.FAILED and self._cooling_down():
+                return False
+            self._begin_load()
+            return True
+
+    def get(self, timeout: float | None = None) -> M:
+        """Return the model, loading it if needed; block up to `timeout` seconds."""
+        self._demand()
+        self._notifier.wait_for(self._settled, timeout)
+        return self._outcome()
+
+    async def aget(self, timeout: float | None = None) -> M:
+        """Return the model, loading it if needed; wait up to `timeout` without blocking the loop."""
+        self._demand()
+        await self._notifier.wait_for_async(self._settled, timeout)
+        return self._outcome()
+
+    def wait_settled(self, timeout: float | None = None) -> bool:
+        """Wait until no load is running (ready, failed or cold); start nothing."""
+        return self._notifier.wait_for(lambda: self._state is not SlotState.LOADING, timeout)
+
+    # -- letting go ------------------------------------------------------------------------------
+
+    def unload(self) -> bool:
+        """Release a loaded model and go back to COLD; the next demand loads again."""
+        with self._lock:
+            if self._state is not SlotState.READY:
+                return False
+            model, self._model = self._model, None
+            self._state = SlotState.COLD
+            self._notifier.notify_all()
+        log.info("model unloaded", extra={"slot": self.name})
+        self._release_model(model)
+        return True
+
+    def drain(self) -> None:
+        """Mark the process as stopping: no new load starts; a loaded model stays for in-flight work."""
+        with self._lock:
+            if self._stopping is None:
+                self._stopping = SlotState.DRAINING
+                self._notifier.notify_all()
+
+    def stop(self) -> None:
+        """Release the model for good. A load still running releases its model when it ends."""
+        with self._lock:
+            self._stopping = SlotState.STOPPED
+            model, self._model = self._model, None
+            if self._state is SlotState.READY:
+                self._state = SlotState.COLD
+            self._notifier.notify_all()
+        self._release_model(model)
+
+    def reset(self) -> None:
+        """Leave DRAINING/STOPPED so the slot can load again (a new server in the same process)."""
+        with self._lock:
+            if self._stopping is SlotState.STOPPED or self._stopping is SlotState.DRAINING:
+                self._stopping = None
+                self._notifier.notify_all()
+
+    # -- internals (the lock is held where noted) -------------------------------------------------
+
+    def _cooling_down(self) -> bool:  # lock held
+        if self._failed_at is None:
+            return False
+        return self._clock.monotonic() < self._failed_at + self._retry.cooldown_s
+
+    def _settled(self) -> bool:  # lock held
+        return self._state is not SlotState.LOADING or self._stopping is SlotState.STOPPED
+
+    def _demand(self) -> None:
+        with self._lock:
+            if self._stopping is SlotState.STOPPED:
+                raise Draining("the model was released: the process is stopping", retry_after=1)
+            if self._state in (SlotState.LOADING, SlotState.READY):
+                return
+            if self._stopping is SlotState.DRAINING:
+                raise Draining("the process is stopping; no new load starts", retry_after=1)
+            if self._state is SlotState.FAILED and self._cooling_down():
+                return  # _outcome reports the failure with the time left
+            self._begin_load()
+
+    def _outcome(self) -> M:
+        with self._lock:
+            if self._stopping is SlotState.STOPPED:
+                raise Draining("the model was released: the process is stopping", retry_after=1)
+            if self._state is SlotState.READY and self._model is not None:
+                return self._model
+            if self._state is SlotState.FAILED:
+                now = self._clock.monotonic()
+                failed_at = self._failed_at if self._failed_at is not None else now
+                retry_in = max(1.0, failed_at + self._retry.cooldown_s - now)
+                raise LoadFailed(self._last_error or "unknown error", retry_after=retry_in)
+            if self._state is SlotState.LOADING:
+                retry_in = 1.0
+                if self._retry_at is not None:
+                    retry_in = max(retry_in, self._retry_at - self._clock.monotonic())
+                raise WarmingUp("the model is still loading", retry_after=retry_in)
+            raise WarmingUp("the model is not loaded", retry_after=1)
+
+    def _begin_load(self) -> None:  # lock held
+        if self._loader is None:
+            raise RuntimeError(f"slot {self.name!r} has no loader bound")
+        self._state = SlotState.LOADING
+        self._retry_at = None
+        loader = self._loader
+        self._thread = threading.Thread(
+            target=self._run_load, args=(loader,), name=f"thaw-load-{self.name}", daemon=True
+        )
+        self._notifier.notify_all()
+        self._thread.start()
+
+    def _run_load(self, loader: Loader[M]) -> None:
+        """The loader thread: attempts with backoff until success or attempts run out."""
+        run_started = self._clock.monotonic()
+        failures = 0
+        while True:
+            recorder = PhaseRecorder(self._clock)
+            with self._lock:
+                self._attempts += 1
+                self._phases = recorder
+                self._retry_at = None
+                attempt = self._attempts
+            log.info("model load started", extra={"slot": self.name, "attempt": attempt})
+            try:
+                model = loader(recorder)
+            except Exception as exc:  # the loader is user code: any failure is a load failure
+                failures += 1
+                reason = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "model load failed",
+                    extra={"slot": self.name, "attempt": attempt, "error": reason},
+                    exc_info=exc,
+                )
+                with self._lock:
+                    self._last_error = reason
+                    if failures >= self._retry.attempts or self._stopping is not None:
+                        self._state = SlotState.FAILED
+                        self._failed_at = self._clock.monotonic()
+                        self._notifier.notify_all()
+                        return
+                    delay = self._retry.delay(failures)
+                    self._retry_at = self._clock.monotonic() + delay
+                    self._notifier.notify_all()
+                self._clock.sleep(delay)
+                continue
+            with self._lock:
+                if self._stopping is SlotState.STOPPED:
+                    self._state = SlotState.COLD
+                    self._notifier.notify_all()
+                    release_now = True
+                else:
+                    self._model = model
+                    self._state = SlotState.READY
+                    self._loads_completed += 1
+                    self._load_seconds = self._clock.monotonic() - run_started
+                    if self._first_ready_at is None:
+                        self._first_ready_at = self._clock.monotonic()
+                    self._notifier.notify_all()
+                    release_now = False
+            if release_now:
+                self._release_model(model)
+            else:
+                log.info(
+                    "model ready",
+                    extra={"slot": self.name, "seconds": round(self._load_seconds or 0.0, 3)},
+                )
+            return
+
+    def _release_model(self, model: M | None) -> None:
+        if model is not None and self._release is not None:
+            try:
+                self._release(model)
+            except Exception:  # releasing must never take the process down
+                log.exception("releasing the model failed", extra={"slot": self.name})
