@@ -39,7 +39,8 @@ class ImageLimits:
         default_guidance = env.number("DEFAULT_GUIDANCE", 7.5)
         if default_guidance > max_guidance:
             raise SettingsError(
-                f"THAW_DEFAULT_GUIDANCE={default_guidance:g} exceeds THAW_MAX_GUIDANCE={max_guidance:g}"
+                f"THAW_DEFAULT_GUIDANCE={default_guidance:g} exceeds "
+                f"THAW_MAX_GUIDANCE={max_guidance:g}"
             )
         return cls(
             max_prompt_chars=env.integer("MAX_PROMPT_CHARS", 2000, minimum=1, maximum=100_000),
@@ -61,7 +62,9 @@ class Config:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
-        return cls(runtime=Settings.from_env(environ), limits=ImageLimits.from_env(EnvReader(environ)))
+        return cls(
+            runtime=Settings.from_env(environ), limits=ImageLimits.from_env(EnvReader(environ))
+        )
 
     @property
     def default_model_dir(self) -> Path:

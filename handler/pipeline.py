@@ -111,7 +111,7 @@ def load_pipeline(config: Config, phases: PhaseRecorder) -> LoadedPipeline:
             torch.set_num_threads(cpu_threads(settings.torch_threads))
     path = _model_folder(config, phases)
     with phases.phase("build"):
-        pipe = DiffusionPipeline.from_pretrained(
+        pipe = DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
             str(path), dtype=getattr(torch, dtype_name), local_files_only=True
         )
         pipe.set_progress_bar_config(disable=True)

@@ -34,7 +34,9 @@ class GenerateRequestBase(BaseModel):
             prompt=self.prompt,
             negative_prompt=self.negative_prompt,
             steps=self.num_inference_steps or limits.default_steps,
-            guidance=limits.default_guidance if self.guidance_scale is None else self.guidance_scale,
+            guidance=limits.default_guidance
+            if self.guidance_scale is None
+            else self.guidance_scale,
             width=self.width,
             height=self.height,
             seed=secrets.randbelow(MAX_SEED + 1) if self.seed is None else self.seed,

@@ -9,6 +9,7 @@ place. Thread-safe and not bound to any event loop (see `runtime.notify`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -104,7 +105,8 @@ class AdmissionGate:
         if not granted:
             self.release(ticket)
             raise QueueTimeout(
-                f"waited {timeout:.0f}s in the queue without starting", retry_after=self.retry_after()
+                f"waited {timeout:.0f}s in the queue without starting",
+                retry_after=self.retry_after(),
             )
 
     def release(self, ticket: Ticket, *, served_seconds: float | None = None) -> None:
@@ -117,10 +119,8 @@ class AdmissionGate:
             if ticket.granted:
                 self._running -= 1
             elif ticket.waiting:
-                try:
+                with contextlib.suppress(ValueError):
                     self._turns.remove(ticket)
-                except ValueError:
-                    pass
             if served_seconds is not None:
                 previous = self._served_seconds_ewma
                 self._served_seconds_ewma = (

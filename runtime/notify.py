@@ -10,6 +10,7 @@ Waiters always re-check their condition after waking: a wake-up is a hint, not a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -33,10 +34,9 @@ class Notifier:
         self._condition.notify_all()
         waiters, self._async_waiters = self._async_waiters, set()
         for loop, future in waiters:
-            try:
+            # A closed loop has nobody left to wake.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_wake, future)
-            except RuntimeError:  # that loop is closed: nobody is left to wake
-                pass
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         """Block this thread until `predicate()` holds (checked under the lock) or time runs out."""

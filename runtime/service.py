@@ -142,9 +142,7 @@ class Service(Generic[M]):
             except ThawError:
                 raise
             except Exception as exc:
-                log.warning(
-                    "inference failed", extra={"request_id": ticket.id}, exc_info=exc
-                )
+                log.warning("inference failed", extra={"request_id": ticket.id}, exc_info=exc)
                 raise InferenceFailed(
                     f"inference failed: {type(exc).__name__}: {exc}", retry_after=1
                 ) from exc
@@ -200,7 +198,9 @@ class Service(Generic[M]):
         snap = self.slot.snapshot()
         now = self._clock.monotonic()
         ready_after = (
-            None if snap.first_ready_at is None else round(snap.first_ready_at - self._created_at, 3)
+            None
+            if snap.first_ready_at is None
+            else round(snap.first_ready_at - self._created_at, 3)
         )
         with self._lock:
             served, failed = self._served, self._failed

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,7 +25,7 @@ class SettingsError(ValueError):
     """A setting has a bad value; the message names the variable."""
 
 
-class PreloadPolicy(str, Enum):
+class PreloadPolicy(StrEnum):
     """When the model loads."""
 
     BACKGROUND = "background"
@@ -159,7 +159,9 @@ class Settings:
             raise SettingsError(f"THAW_DTYPE={dtype!r} must be auto, float32, float16 or bfloat16")
         log_level = env.string("LOG_LEVEL", "info").lower()
         if log_level not in ("debug", "info", "warning", "error"):
-            raise SettingsError(f"THAW_LOG_LEVEL={log_level!r} must be debug, info, warning or error")
+            raise SettingsError(
+                f"THAW_LOG_LEVEL={log_level!r} must be debug, info, warning or error"
+            )
         cache = env.optional("CACHE_DIR")
         return cls(
             model=env.optional("MODEL"),

@@ -173,7 +173,7 @@ class ModelSlot(Generic[M]):
         return self._outcome()
 
     async def aget(self, timeout: float | None = None) -> M:
-        """Return the model, loading it if needed; wait up to `timeout` without blocking the loop."""
+        """Return the model, loading it if needed; wait up to `timeout`, never blocking the loop."""
         self._demand()
         await self._notifier.wait_for_async(self._settled, timeout)
         return self._outcome()
@@ -197,7 +197,7 @@ class ModelSlot(Generic[M]):
         return True
 
     def drain(self) -> None:
-        """Mark the process as stopping: no new load starts; a loaded model stays for in-flight work."""
+        """Mark the process as stopping: no load starts; a loaded model stays for accepted work."""
         with self._lock:
             if self._stopping is None:
                 self._stopping = SlotState.DRAINING

@@ -53,10 +53,8 @@ def _from_hub_cache(repo_id: str, cache: Path, revision: str) -> Path:
     # asking huggingface_hub, whose offline lookups still consult the network settings.
     repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
     ref_file = repo_dir / "refs" / revision
-    if ref_file.is_file():
-        commit = ref_file.read_text(encoding="utf-8").strip()
-    else:
-        commit = revision  # a commit hash given directly
+    # A revision without a ref file may be a commit hash given directly.
+    commit = ref_file.read_text(encoding="utf-8").strip() if ref_file.is_file() else revision
     snapshot = repo_dir / "snapshots" / commit
     if snapshot.is_dir():
         return snapshot

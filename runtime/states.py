@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class SlotState(str, Enum):
+class SlotState(StrEnum):
     """Where a model slot stands. Probes and `/health` report these."""
 
     COLD = "cold"

@@ -20,7 +20,7 @@ from runtime.service import Served
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {"image/png": {}, "application/json": {}},
-        "description": "The image (PNG), or JSON with the base64 PNG when `Accept: application/json`.",
+        "description": "The PNG, or JSON with the base64 PNG for `Accept: application/json`.",
     }
 }
 
@@ -81,7 +81,8 @@ def build_router(request_model: type[GenerateRequestBase]) -> APIRouter:
     @router.post("/generate", responses=PNG_RESPONSE, response_class=Response)
     async def generate_post(request: Request, body: request_model) -> Response:  # type: ignore[valid-type]
         """Generate an image from a JSON request."""
-        return await serve(request, body.to_params(AppState.of(request).config.limits))
+        params = body.to_params(AppState.of(request).config.limits)  # type: ignore[attr-defined]
+        return await serve(request, params)
 
     @router.get("/generate", responses=PNG_RESPONSE, response_class=Response)
     async def generate_get(request: Request, prompt: str) -> Response:

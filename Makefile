@@ -1,0 +1,37 @@
+# thaw: `make serve` runs the service on the embedded default model; `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup model serve check test test-unit bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# The tiny random-weight Stable Diffusion pipeline, built once into the cache (never committed).
+model: setup
+	$(BIN)/python infra/scripts/build_tiny_model.py
+
+serve: model
+	THAW_HOST=$(HOST) THAW_PORT=$(PORT) $(BIN)/python -m handler
+
+check: setup
+	$(BIN)/ruff check runtime handler tests infra bench
+	$(BIN)/ruff format --check runtime handler tests infra bench
+	$(BIN)/mypy
+
+test: model check
+	$(BIN)/python -m pytest
+
+test-unit: setup
+	$(BIN)/python -m pytest tests/unit
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

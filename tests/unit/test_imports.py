@@ -1,0 +1,21 @@
+"""Importing the app must not import torch, diffusers or transformers: that is the cold start."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("torch", "diffusers", "transformers")
+
+
+def test_importing_the_app_leaves_heavy_modules_out() -> None:
+    code = (
+        "import json, sys\n"
+        "import handler.app\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []

@@ -1,0 +1,154 @@
+"""The service: preload policies, the lifespan entered twice, the request path and its faults."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from runtime.errors import DeadlineExceeded, Draining, InferenceFailed, Overloaded, WarmingUp
+from runtime.service import Service
+from runtime.settings import PreloadPolicy, Settings
+from runtime.slot import ModelSlot, RetryPolicy
+from runtime.states import SlotState
+from tests.support.fakes import CountingLoader, FakeModel
+
+
+def make_service(loader: CountingLoader, **overrides: object) -> Service[FakeModel]:
+    settings = Settings(**{"warm_wait_s": 5.0, "request_timeout_s": 5.0, **overrides})  # type: ignore[arg-type]
+    slot = ModelSlot("t", loader, release=loader.release, retry=RetryPolicy(attempts=1))
+    return Service(slot, settings)
+
+
+def test_background_preload_returns_at_once() -> None:
+    loader = CountingLoader(delay=0.3)
+    service = make_service(loader)
+    started = time.monotonic()
+    service.start(PreloadPolicy.BACKGROUND)
+    assert time.monotonic() - started < 0.2
+    assert service.slot.state is SlotState.LOADING
+    service.slot.get(timeout=5)
+
+
+def test_eager_preload_blocks_until_loaded_and_lazy_loads_nothing() -> None:
+    eager = make_service(CountingLoader(delay=0.05))
+    eager.start(PreloadPolicy.EAGER)
+    assert eager.slot.state is SlotState.READY
+    lazy_loader = CountingLoader()
+    lazy = make_service(lazy_loader)
+    lazy.start(PreloadPolicy.LAZY)
+    assert lazy.slot.state is SlotState.COLD
+    assert lazy_loader.calls == 0
+
+
+def test_the_lifespan_entered_twice_loads_once_and_releases_on_the_last_exit() -> None:
+    loader = CountingLoader(delay=0.05)
+    service = make_service(loader, preload=PreloadPolicy.EAGER)
+
+    async def scenario() -> None:
+        async with service.lifespan():
+            async with service.lifespan():
+                assert service.slot.state is SlotState.READY
+            assert service.slot.state is SlotState.READY  # one holder left: keep the model
+            assert loader.released == []
+        assert service.slot.state is SlotState.STOPPED
+
+    asyncio.run(scenario())
+    assert loader.calls == 1
+    assert len(loader.released) == 1
+
+
+def test_on_lambda_leaving_the_lifespan_keeps_the_model() -> None:
+    loader = CountingLoader()
+    service = make_service(loader, preload=PreloadPolicy.EAGER, on_lambda=True)
+
+    async def invocation() -> None:
+        async with service.lifespan():
+            pass
+
+    for _ in range(3):  # Mangum would run the lifespan around each invocation
+        asyncio.run(invocation())
+    assert loader.calls == 1
+    assert loader.released == []
+    assert service.slot.state is SlotState.READY
+
+
+def test_run_executes_work_off_the_loop_and_reports_timings() -> None:
+    loader = CountingLoader()
+    service = make_service(loader)
+    loop_thread = threading.get_ident()
+
+    def work(model: FakeModel) -> tuple[int, int]:
+        return model.number, threading.get_ident()
+
+    served = asyncio.run(service.run(work))
+    number, thread = served.value
+    assert number == 1
+    assert thread != loop_thread
+    assert served.cold
+    assert served.queue_s >= 0
+    assert service.gate.accepted == 0
+
+
+def test_a_request_waiting_past_the_warm_budget_gets_warming_up() -> None:
+    gate = threading.Event()
+    service = make_service(CountingLoader(gate=gate), warm_wait_s=0.05)
+    with pytest.raises(WarmingUp):
+        asyncio.run(service.run(lambda model: model))
+    assert service.gate.accepted == 0
+    gate.set()
+
+
+def test_a_raising_inference_fails_that_request_only() -> None:
+    service = make_service(CountingLoader())
+
+    def boom(_model: FakeModel) -> None:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(InferenceFailed, match="out of memory"):
+        asyncio.run(service.run(boom))
+    assert service.slot.state is SlotState.READY
+    assert asyncio.run(service.run(lambda model: model.number)).value == 1
+    assert service.health()["inference_errors"] == 1
+
+
+def test_a_deadline_gives_up_waiting_but_holds_the_place_until_the_thread_ends() -> None:
+    service = make_service(CountingLoader(), request_timeout_s=0.05)
+    release = threading.Event()
+    with pytest.raises(DeadlineExceeded):
+        asyncio.run(service.run(lambda model: release.wait(5)))
+    assert service.gate.accepted == 1  # the thread still runs
+    release.set()
+    assert service.gate.wait_empty(timeout=5)
+
+
+def test_overload_and_drain_refusals() -> None:
+    service = make_service(CountingLoader(), max_concurrency=1, queue_size=0)
+    hold = threading.Event()
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(service.run(lambda m: hold.wait(5)))
+        await asyncio.sleep(0.1)
+        with pytest.raises(Overloaded):
+            await service.run(lambda m: None)
+        service.begin_drain()
+        hold.set()
+        await first
+        with pytest.raises(Draining):
+            await service.run(lambda m: None)
+
+    asyncio.run(scenario())
+
+
+def test_health_reports_the_state() -> None:
+    service = make_service(CountingLoader())
+    report = service.health()
+    assert report["status"] == "cold"
+    service.slot.get(timeout=5)
+    report = service.health()
+    assert report["status"] == "ready"
+    assert report["load_attempts"] == 1
+    assert [p["name"] for p in report["phases"]] == ["import", "build"]
+    assert report["cold_start"]["ready_after_s"] is not None

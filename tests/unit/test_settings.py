@@ -1,0 +1,69 @@
+"""Settings: defaults, parsing, and errors that name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from handler.config import Config
+from runtime.settings import PreloadPolicy, Settings, SettingsError
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({"HOME": "/home/u"})
+    assert settings.preload is PreloadPolicy.BACKGROUND
+    assert settings.max_concurrency == 1
+    assert settings.host == "127.0.0.1"
+    assert settings.cache_dir == Path("/home/u/.cache/thaw")
+    assert not settings.on_lambda
+
+
+def test_values_are_parsed() -> None:
+    settings = Settings.from_env(
+        {
+            "THAW_PRELOAD": "Eager",
+            "THAW_WARM_WAIT_S": "2.5",
+            "THAW_MAX_CONCURRENCY": "4",
+            "THAW_WARM_INFERENCE": "yes",
+            "THAW_DEVICE": "cuda:1",
+            "THAW_MODEL": "org/model",
+        }
+    )
+    assert settings.preload is PreloadPolicy.EAGER
+    assert settings.warm_wait_s == 2.5
+    assert settings.max_concurrency == 4
+    assert settings.warm_inference
+    assert settings.device == "cuda:1"
+    assert settings.model == "org/model"
+
+
+def test_lambda_keeps_its_cache_in_tmp() -> None:
+    settings = Settings.from_env({"AWS_LAMBDA_FUNCTION_NAME": "fn"})
+    assert settings.on_lambda
+    assert settings.cache_dir == Path("/tmp/thaw-cache")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"THAW_PRELOAD": "sometimes"}, "THAW_PRELOAD"),
+        ({"THAW_WARM_WAIT_S": "soon"}, "THAW_WARM_WAIT_S"),
+        ({"THAW_MAX_CONCURRENCY": "0"}, "THAW_MAX_CONCURRENCY"),
+        ({"THAW_QUEUE_SIZE": "-1"}, "THAW_QUEUE_SIZE"),
+        ({"THAW_WARM_INFERENCE": "maybe"}, "THAW_WARM_INFERENCE"),
+        ({"THAW_DEVICE": "tpu"}, "THAW_DEVICE"),
+        ({"THAW_DTYPE": "int4"}, "THAW_DTYPE"),
+        ({"THAW_PORT": "70000"}, "THAW_PORT"),
+        ({"THAW_DEFAULT_STEPS": "80", "THAW_MAX_STEPS": "50"}, "THAW_DEFAULT_STEPS"),
+    ],
+)
+def test_bad_values_fail_naming_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        Config.from_env(env)
+
+
+def test_unset_model_means_the_embedded_default() -> None:
+    config = Config.from_env({"THAW_CACHE_DIR": "/c"})
+    assert config.model_ref == "/c/tiny-sd"
+    assert Config.from_env({"THAW_MODEL": "/m"}).model_ref == "/m"

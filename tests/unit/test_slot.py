@@ -1,0 +1,207 @@
+"""The model slot: single flight, retries with backoff, failure and recovery, unload, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from runtime.errors import Draining, LoadFailed, WarmingUp
+from runtime.slot import ModelSlot, RetryPolicy
+from runtime.states import SlotState
+from tests.support.fakes import CountingLoader, FakeClock, FakeModel, run_threads
+
+
+def make_slot(
+    loader: CountingLoader, clock: FakeClock | None = None, **retry: float
+) -> ModelSlot[FakeModel]:
+    policy = RetryPolicy(**retry) if retry else RetryPolicy(attempts=3, backoff_s=1, cooldown_s=30)
+    kwargs = {"clock": clock} if clock is not None else {}
+    return ModelSlot("test", loader, release=loader.release, retry=policy, **kwargs)
+
+
+def test_a_new_slot_is_cold_and_loads_nothing() -> None:
+    loader = CountingLoader()
+    slot = make_slot(loader)
+    assert slot.state is SlotState.COLD
+    assert slot.peek() is None
+    assert loader.calls == 0
+
+
+def test_fifty_threads_asking_at_once_share_one_load() -> None:
+    loader = CountingLoader(delay=0.2)
+    slot = make_slot(loader)
+    results = run_threads(50, lambda: slot.get(timeout=10))
+    assert loader.calls == 1
+    assert loader.max_concurrent == 1
+    assert all(result is results[0] for result in results)
+    assert slot.snapshot().load_attempts == 1
+
+
+def test_fifty_coroutines_and_threads_together_share_one_load() -> None:
+    loader = CountingLoader(delay=0.2)
+    slot = make_slot(loader)
+
+    async def many() -> list[FakeModel]:
+        return list(await asyncio.gather(*(slot.aget(timeout=10) for _ in range(25))))
+
+    from_threads = []
+    worker = threading.Thread(target=lambda: from_threads.extend(run_threads(25, slot.get)))
+    worker.start()
+    from_loop = asyncio.run(many())
+    worker.join(10)
+    assert loader.calls == 1
+    assert {id(m) for m in from_loop + from_threads} == {id(from_loop[0])}
+
+
+def test_async_waiters_do_not_block_the_event_loop() -> None:
+    gate = threading.Event()
+    loader = CountingLoader(gate=gate)
+    slot = make_slot(loader)
+
+    async def scenario() -> int:
+        ticks = 0
+        waiter = asyncio.ensure_future(slot.aget(timeout=10))
+        for _ in range(10):  # the loop keeps running while the load is held back
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not waiter.done()
+        gate.set()
+        await waiter
+        return ticks
+
+    assert asyncio.run(scenario()) == 10
+
+
+def test_failures_retry_with_exponential_backoff_then_succeed() -> None:
+    clock = FakeClock()
+    loader = CountingLoader(failures=2)
+    slot = make_slot(loader, clock, attempts=3, backoff_s=1, backoff_max_s=30, cooldown_s=30)
+    model = slot.get(timeout=10)
+    assert model.number == 3
+    assert clock.sleeps == [1, 2]
+    snap = slot.snapshot()
+    assert snap.state is SlotState.READY
+    assert snap.load_attempts == 3
+    assert snap.last_error == "OSError: weights unreadable (call 2)"
+
+
+def test_backoff_is_capped() -> None:
+    policy = RetryPolicy(attempts=10, backoff_s=1, backoff_max_s=5)
+    assert [policy.delay(n) for n in range(1, 6)] == [1, 2, 4, 5, 5]
+
+
+def test_exhausted_retries_leave_the_slot_failed_with_the_reason() -> None:
+    clock = FakeClock()
+    loader = CountingLoader(failures=100)
+    slot = make_slot(loader, clock, attempts=2, backoff_s=1, cooldown_s=30)
+    with pytest.raises(LoadFailed) as raised:
+        slot.get(timeout=10)
+    assert raised.value.reason == "OSError: weights unreadable (call 2)"
+    assert raised.value.retry_after == 30
+    assert slot.state is SlotState.FAILED
+    assert slot.snapshot().phases[-1] == {
+        "name": "build",
+        "start_s": 0.0,
+        "seconds": 0.0,
+        "state": "failed",
+    }
+
+
+def test_a_failed_slot_refuses_during_the_cooldown_and_recovers_after() -> None:
+    clock = FakeClock()
+    loader = CountingLoader(failures=2)
+    slot = make_slot(loader, clock, attempts=2, backoff_s=1, cooldown_s=30)
+    with pytest.raises(LoadFailed):
+        slot.get(timeout=10)
+    clock.advance(10)
+    with pytest.raises(LoadFailed) as raised:
+        slot.get(timeout=10)
+    assert raised.value.retry_after == 20
+    assert loader.calls == 2  # no new attempt inside the cool-down
+    assert slot.start() is False
+    clock.advance(21)
+    model = slot.get(timeout=10)
+    assert model.number == 3
+    assert slot.state is SlotState.READY
+
+
+def test_a_short_wait_raises_warming_up_and_the_load_goes_on() -> None:
+    gate = threading.Event()
+    loader = CountingLoader(gate=gate)
+    slot = make_slot(loader)
+    with pytest.raises(WarmingUp) as raised:
+        slot.get(timeout=0.05)
+    assert raised.value.retry_after is not None
+    assert slot.state is SlotState.LOADING
+    gate.set()
+    assert slot.get(timeout=10).number == 1
+    assert loader.calls == 1
+
+
+def test_start_is_idempotent() -> None:
+    loader = CountingLoader(delay=0.05)
+    slot = make_slot(loader)
+    assert slot.start() is True
+    assert slot.start() is False
+    slot.get(timeout=10)
+    assert slot.start() is False
+    assert loader.calls == 1
+
+
+def test_unload_releases_the_model_and_the_next_demand_loads_again() -> None:
+    loader = CountingLoader()
+    slot = make_slot(loader)
+    first = slot.get(timeout=10)
+    assert slot.unload() is True
+    assert first.released
+    assert slot.state is SlotState.COLD
+    second = slot.get(timeout=10)
+    assert second.number == 2
+    assert slot.snapshot().loads_completed == 2
+
+
+def test_draining_keeps_the_model_for_accepted_work_but_starts_no_load() -> None:
+    loader = CountingLoader()
+    slot = make_slot(loader)
+    model = slot.get(timeout=10)
+    slot.drain()
+    assert slot.state is SlotState.DRAINING
+    assert slot.get(timeout=1) is model
+    assert not slot.ready
+    cold = make_slot(CountingLoader())
+    cold.drain()
+    with pytest.raises(Draining):
+        cold.get(timeout=1)
+
+
+def test_stop_releases_the_model_and_refuses_afterwards() -> None:
+    loader = CountingLoader()
+    slot = make_slot(loader)
+    model = slot.get(timeout=10)
+    slot.stop()
+    assert model.released
+    assert slot.state is SlotState.STOPPED
+    with pytest.raises(Draining):
+        slot.get(timeout=1)
+
+
+def test_a_load_finishing_after_stop_is_released_at_once() -> None:
+    gate = threading.Event()
+    loader = CountingLoader(gate=gate)
+    slot = make_slot(loader)
+    slot.start()
+    slot.stop()
+    gate.set()
+    assert slot.wait_settled(timeout=10)
+    assert len(loader.released) == 1
+    assert slot.peek() is None
+
+
+def test_rebinding_a_loaded_slot_is_refused() -> None:
+    loader = CountingLoader()
+    slot = make_slot(loader)
+    slot.get(timeout=10)
+    with pytest.raises(RuntimeError, match="cannot rebind"):
+        slot.bind(loader)
