@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 
@@ -11,10 +13,17 @@ from handler.config import Config
 from runtime.logs import configure_logging
 
 
+def _stopped(_signum: int, _frame: FrameType | None) -> None:
+    """uvicorn re-raises the stop signal after its graceful shutdown so the default action would
+    kill the process with -15; a stop that completed its shutdown is a clean exit (0)."""
+
+
 def main() -> int:
     config = Config.from_env(os.environ)
     settings = config.runtime
     configure_logging(settings.log_level)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stopped)
     uvicorn.run(
         "handler.app:app",
         host=settings.host,

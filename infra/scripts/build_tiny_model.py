@@ -6,7 +6,8 @@ UNet, VAE and CLIP text encoder with fixed random weights, and saves everything 
 
     python infra/scripts/build_tiny_model.py [--out DIR] [--force]
 
-The default output is ``$THAW_CACHE_DIR/tiny-sd`` (``~/.cache/thaw/tiny-sd``), outside git.
+The default output is ``$THAW_CACHE_DIR/tiny-sd`` (``~/.cache/thaw/tiny-sd``), outside git,
+which is where the service looks when THAW_MODEL is unset.
 A ``.complete`` marker is written last, so a half-written folder is never taken for a model.
 """
 
@@ -26,7 +27,10 @@ MARKER = ".complete"
 
 
 def default_output() -> Path:
-    base = os.environ.get("THAW_CACHE_DIR") or os.path.join(Path.home(), ".cache", "thaw")
+    """The folder the service loads when THAW_MODEL is unset (see runtime.settings)."""
+    base = os.environ.get("THAW_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "thaw"
+    )
     return Path(base) / "tiny-sd"
 
 

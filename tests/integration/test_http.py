@@ -1,0 +1,146 @@
+"""The text-to-image service over real HTTP: one uvicorn process shared by this module."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from tests.support.server import ServerProcess
+
+SMALL: dict[str, Any] = {"num_inference_steps": 2, "width": 64, "height": 64}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess({"THAW_MODEL": str(tiny_model)}).start()
+    proc.wait_live(timeout=30)
+    # Seen at the first /livez answer, long before the heavy imports are done.
+    proc.first_readyz = proc.get("/readyz")  # type: ignore[attr-defined]
+    proc.first_health = proc.get("/health").json()  # type: ignore[attr-defined]
+    proc.wait_ready(timeout=120)
+    yield proc
+    assert proc.stop() == 0
+
+
+def png(response: Any) -> Image.Image:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    return Image.open(io.BytesIO(response.content))
+
+
+def test_livez_answers_while_the_model_warms_up(server: ServerProcess) -> None:
+    first = server.first_readyz  # type: ignore[attr-defined]
+    assert first.status_code == 503
+    assert first.json() == {"ready": False, "status": "warming_up"}
+    assert server.first_health["status"] == "warming_up"  # type: ignore[attr-defined]
+    assert server.get("/readyz").json() == {"ready": True, "status": "ready"}
+
+
+def test_a_png_of_the_requested_size(server: ServerProcess) -> None:
+    response = server.post("/generate", json={**SMALL, "prompt": "a red fox", "height": 128})
+    image = png(response)
+    assert image.size == (64, 128)
+    assert response.headers["x-seed"].isdigit()
+    timing = response.headers["server-timing"]
+    assert all(f"{name};dur=" in timing for name in ("queue", "inference", "encode"))
+
+
+def test_the_same_seed_gives_the_same_bytes(server: ServerProcess) -> None:
+    body = {**SMALL, "prompt": "a lighthouse", "seed": 1234}
+    first = server.post("/generate", json=body)
+    second = server.post("/generate", json=body)
+    other = server.post("/generate", json={**body, "seed": 4321})
+    assert first.content == second.content
+    assert first.content != other.content
+    assert first.headers["x-seed"] == "1234"
+
+
+def test_json_is_returned_when_asked(server: ServerProcess) -> None:
+    response = server.post(
+        "/generate",
+        json={**SMALL, "prompt": "a boat", "seed": 7},
+        headers={"Accept": "application/json"},
+    )
+    body = response.json()
+    assert body["seed"] == 7
+    assert set(body["timings"]) == {"queue_s", "inference_s", "encode_s"}
+    import base64
+
+    assert base64.b64decode(body["image"]).startswith(b"\x89PNG")
+
+
+def test_get_works_for_a_quick_try(server: ServerProcess) -> None:
+    image = png(server.get("/generate", params={"prompt": "moon", "num_inference_steps": 2}))
+    assert image.size == (64, 64)  # the tiny model's default size
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({}, "prompt", "Field required"),
+        ({"prompt": ""}, "prompt", "at least 1 character"),
+        ({"prompt": "x", "width": 100}, "width", "multiple of 8"),
+        ({"prompt": "x", "height": 32}, "height", "greater than or equal to 64"),
+        ({"prompt": "x", "num_inference_steps": 101}, "num_inference_steps", "100"),
+        ({"prompt": "x", "num_inference_steps": 0}, "num_inference_steps", "1"),
+        ({"prompt": "x", "guidance_scale": -1}, "guidance_scale", "0"),
+        ({"prompt": "x", "seed": -5}, "seed", "0"),
+        ({"prompt": "x", "width": 2048, "height": 2048}, "body", "1048576 pixels"),
+        ({"prompt": "x", "colour": "red"}, "colour", "Extra inputs"),
+        ({"prompt": "x" * 2001}, "prompt", "2000"),
+    ],
+)
+def test_invalid_requests_get_422_naming_the_field_and_bound(
+    server: ServerProcess, body: dict[str, Any], field: str, words: str
+) -> None:
+    response = server.post("/generate", json=body)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert words in error["message"]
+    assert field in [d["field"] for d in error["details"]]
+
+
+def test_a_body_that_is_not_json_gets_422(server: ServerProcess) -> None:
+    response = server.post(
+        "/generate", content=b"prompt=cat", headers={"content-type": "text/plain"}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_request"
+    broken = server.post(
+        "/generate", content=b'{"prompt": ', headers={"content-type": "application/json"}
+    )
+    assert broken.status_code == 422
+
+
+def test_a_body_over_the_limit_gets_413(server: ServerProcess) -> None:
+    response = server.post("/generate", json={"prompt": "x" * 70_000})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_unknown_paths_share_the_error_shape(server: ServerProcess) -> None:
+    response = server.get("/nope")
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {"code": "not_found", "message": "Not Found", "retry_after": None}
+    }
+
+
+def test_health_reports_the_load(server: ServerProcess) -> None:
+    report = server.get("/health").json()
+    assert report["status"] == "ready"
+    assert report["load_attempts"] == 1
+    assert report["device"] == "cpu"
+    assert report["dtype"] == "float32"
+    names = [phase["name"] for phase in report["phases"]]
+    assert names[0] == "import"
+    assert {"build", "to_device"} <= set(names)
+    assert report["load_seconds"] > 0
+    for key in ("last_error", "inflight", "queued", "uptime_s", "cold_start"):
+        assert key in report
