@@ -1,4 +1,4 @@
-"""A real `python -m handler` (uvicorn) subprocess on a free loopback port, for integration tests."""
+"""A real `python -m handler` (uvicorn) subprocess on a free loopback port."""
 
 from __future__ import annotations
 
