@@ -137,6 +137,7 @@ class Settings:
     load_backoff_s: float = 2.0
     load_backoff_max_s: float = 30.0
     load_cooldown_s: float = 30.0
+    load_timeout_s: float = 1800.0
     device: str = "auto"
     dtype: str = "auto"
     torch_threads: int = 0
@@ -147,6 +148,9 @@ class Settings:
     log_level: str = "info"
     cache_dir: Path = Path("/tmp/thaw-cache")
     on_lambda: bool = False
+    lambda_margin_s: float = 1.0
+    lambda_max_response_bytes: int = 6 * 1024 * 1024
+    warmup_hold_s: float = 0.5
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -178,6 +182,7 @@ class Settings:
             load_backoff_s=env.number("LOAD_BACKOFF_S", 2.0),
             load_backoff_max_s=env.number("LOAD_BACKOFF_MAX_S", 30.0),
             load_cooldown_s=env.number("LOAD_COOLDOWN_S", 30.0),
+            load_timeout_s=env.number("LOAD_TIMEOUT_S", 1800.0, minimum=0.001),
             device=device,
             dtype=dtype,
             torch_threads=env.integer("TORCH_THREADS", 0, minimum=0, maximum=1024),
@@ -188,6 +193,11 @@ class Settings:
             log_level=log_level,
             cache_dir=Path(cache) if cache else default_cache_dir(environ),
             on_lambda=bool(environ.get("AWS_LAMBDA_FUNCTION_NAME")),
+            lambda_margin_s=env.number("LAMBDA_MARGIN_S", 1.0, maximum=60.0),
+            lambda_max_response_bytes=env.integer(
+                "LAMBDA_MAX_RESPONSE_BYTES", 6 * 1024 * 1024, minimum=1024, maximum=6 * 1024 * 1024
+            ),
+            warmup_hold_s=env.number("WARMUP_HOLD_S", 0.5, maximum=10.0),
         )
 
     def retry_policy_args(self) -> dict[str, float | int]:
@@ -196,4 +206,5 @@ class Settings:
             "backoff_s": self.load_backoff_s,
             "backoff_max_s": self.load_backoff_max_s,
             "cooldown_s": self.load_cooldown_s,
+            "attempt_timeout_s": self.load_timeout_s,
         }

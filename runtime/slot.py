@@ -31,16 +31,41 @@ Releaser = Callable[[M], None]
 @dataclass(frozen=True)
 class RetryPolicy:
     """How a failing load is retried: `attempts` tries per load, exponential backoff between
-    them, and a cool-down after the last before a new demand may start a fresh load."""
+    them, and a cool-down after the last before a new demand may start a fresh load. An attempt
+    running past `attempt_timeout_s` fails the load (see `ModelSlot._hang`)."""
 
     attempts: int = 3
     backoff_s: float = 1.0
     backoff_max_s: float = 30.0
     cooldown_s: float = 30.0
+    attempt_timeout_s: float | None = None
 
     def delay(self, failed_attempts: int) -> float:
         """Seconds to wait after the `failed_attempts`-th consecutive failure."""
         return float(min(self.backoff_s * 2 ** (failed_attempts - 1), self.backoff_max_s))
+
+
+class _Attempt(Generic[M]):
+    """One call of the loader, in its own daemon thread, so the supervisor can time it out."""
+
+    def __init__(self, loader: Loader[M], phases: PhaseRecorder, *, name: str) -> None:
+        self.model: M | None = None
+        self.error: Exception | None = None
+        self._done = threading.Event()
+        self._loader = loader
+        self._phases = phases
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self.model = self._loader(self._phases)
+        except Exception as exc:  # the loader is user code: any failure is a load failure
+            self.error = exc
+        finally:
+            self._done.set()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._done.wait(timeout)
 
 
 @dataclass(frozen=True)
@@ -93,6 +118,7 @@ class ModelSlot(Generic[M]):
         self._retry_at: float | None = None
         self._thread: threading.Thread | None = None
         self._first_ready_at: float | None = None
+        self._hung = False
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -223,6 +249,8 @@ class ModelSlot(Generic[M]):
     # -- internals (the lock is held where noted) -------------------------------------------------
 
     def _cooling_down(self) -> bool:  # lock held
+        if self._hung:
+            return True
         if self._failed_at is None:
             return False
         return self._clock.monotonic() < self._failed_at + self._retry.cooldown_s
@@ -252,6 +280,8 @@ class ModelSlot(Generic[M]):
                 now = self._clock.monotonic()
                 failed_at = self._failed_at if self._failed_at is not None else now
                 retry_in = max(1.0, failed_at + self._retry.cooldown_s - now)
+                if self._hung:
+                    retry_in = max(retry_in, self._retry.cooldown_s)
                 raise LoadFailed(self._last_error or "unknown error", retry_after=retry_in)
             if self._state is SlotState.LOADING:
                 retry_in = 1.0
@@ -273,7 +303,7 @@ class ModelSlot(Generic[M]):
         self._thread.start()
 
     def _run_load(self, loader: Loader[M]) -> None:
-        """The loader thread: attempts with backoff until success or attempts run out."""
+        """The supervising thread: attempts with backoff until success or attempts run out."""
         run_started = self._clock.monotonic()
         failures = 0
         while True:
@@ -284,50 +314,86 @@ class ModelSlot(Generic[M]):
                 self._retry_at = None
                 attempt = self._attempts
             log.info("model load started", extra={"slot": self.name, "attempt": attempt})
-            try:
-                model = loader(recorder)
-            except Exception as exc:  # the loader is user code: any failure is a load failure
-                failures += 1
-                reason = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "model load failed",
-                    extra={"slot": self.name, "attempt": attempt, "error": reason},
-                    exc_info=exc,
-                )
-                with self._lock:
-                    self._last_error = reason
-                    if failures >= self._retry.attempts or self._stopping is not None:
-                        self._state = SlotState.FAILED
-                        self._failed_at = self._clock.monotonic()
-                        self._notifier.notify_all()
-                        return
-                    delay = self._retry.delay(failures)
-                    self._retry_at = self._clock.monotonic() + delay
-                    self._notifier.notify_all()
-                self._clock.sleep(delay)
-                continue
-            with self._lock:
-                if self._stopping is SlotState.STOPPED:
-                    self._state = SlotState.COLD
-                    self._notifier.notify_all()
-                    release_now = True
-                else:
-                    self._model = model
-                    self._state = SlotState.READY
-                    self._loads_completed += 1
-                    self._load_seconds = self._clock.monotonic() - run_started
-                    if self._first_ready_at is None:
-                        self._first_ready_at = self._clock.monotonic()
-                    self._notifier.notify_all()
-                    release_now = False
-            if release_now:
-                self._release_model(model)
+            outcome = _Attempt(loader, recorder, name=f"thaw-load-{self.name}-{attempt}")
+            if not outcome.wait(self._retry.attempt_timeout_s):
+                self._hang(outcome, attempt, run_started)
+                return
+            if outcome.error is None:
+                self._settle(outcome.model, run_started)
+                return
+            failures += 1
+            final = failures >= self._retry.attempts
+            delay = self._fail(outcome.error, attempt, failures=failures, final=final)
+            if delay is None:
+                return
+            self._clock.sleep(delay)
+
+    def _fail(
+        self, error: Exception, attempt: int, *, failures: int = 1, final: bool
+    ) -> float | None:
+        """Record a failed attempt; return the backoff before the next one, or None if final."""
+        reason = f"{type(error).__name__}: {error}"
+        log.warning(
+            "model load failed",
+            extra={"slot": self.name, "attempt": attempt, "error": reason},
+            exc_info=error,
+        )
+        with self._lock:
+            self._last_error = reason
+            if final or self._stopping is not None:
+                self._state = SlotState.FAILED
+                self._failed_at = self._clock.monotonic()
+                self._notifier.notify_all()
+                return None
+            delay = self._retry.delay(failures)
+            self._retry_at = self._clock.monotonic() + delay
+            self._notifier.notify_all()
+            return delay
+
+    def _hang(self, outcome: _Attempt[M], attempt: int, run_started: float) -> None:
+        """An attempt outlived its timeout. Python cannot stop a thread, so the slot is FAILED
+        and starts no other load while that one may still finish: a second concurrent load is
+        exactly what the slot exists to prevent. If it does finish, its result is taken."""
+        timeout = self._retry.attempt_timeout_s
+        reason = f"LoadTimeout: attempt {attempt} did not finish within {timeout:g}s"
+        log.error("model load timed out", extra={"slot": self.name, "attempt": attempt})
+        with self._lock:
+            self._last_error = reason
+            self._state = SlotState.FAILED
+            self._failed_at = self._clock.monotonic()
+            self._hung = True
+            self._notifier.notify_all()
+        outcome.wait(None)
+        with self._lock:
+            self._hung = False
+        if outcome.error is None:
+            log.warning("a timed-out load finished late", extra={"slot": self.name})
+            self._settle(outcome.model, run_started)
+        else:
+            self._fail(outcome.error, attempt, final=True)
+
+    def _settle(self, model: M | None, run_started: float) -> None:
+        with self._lock:
+            if self._stopping is SlotState.STOPPED:
+                self._state = SlotState.COLD
+                self._notifier.notify_all()
+                release_now = True
             else:
-                log.info(
-                    "model ready",
-                    extra={"slot": self.name, "seconds": round(self._load_seconds or 0.0, 3)},
-                )
-            return
+                self._model = model
+                self._state = SlotState.READY
+                self._loads_completed += 1
+                self._load_seconds = self._clock.monotonic() - run_started
+                if self._first_ready_at is None:
+                    self._first_ready_at = self._clock.monotonic()
+                self._notifier.notify_all()
+                release_now = False
+        if release_now:
+            self._release_model(model)
+        else:
+            log.info(
+                "model ready",
+                extra={"slot": self.name, "seconds": round(self._load_seconds or 0.0, 3)},
+            )
 
     def _release_model(self, model: M | None) -> None:
         if model is not None and self._release is not None:

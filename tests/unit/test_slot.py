@@ -205,3 +205,29 @@ def test_rebinding_a_loaded_slot_is_refused() -> None:
     slot.get(timeout=10)
     with pytest.raises(RuntimeError, match="cannot rebind"):
         slot.bind(loader)
+
+
+def test_a_hung_load_times_out_to_failed_and_blocks_a_second_load() -> None:
+    gate = threading.Event()
+    loader = CountingLoader(gate=gate)
+    slot = ModelSlot(
+        "t",
+        loader,
+        retry=RetryPolicy(attempts=3, cooldown_s=0, attempt_timeout_s=0.1),
+    )
+    with pytest.raises(LoadFailed, match=r"did not finish within 0\.1s"):
+        slot.get(timeout=5)
+    assert slot.state is SlotState.FAILED
+    # Even with no cool-down, no second load starts while the first may still finish.
+    assert slot.start() is False
+    with pytest.raises(LoadFailed):
+        slot.get(timeout=1)
+    assert loader.calls == 1
+    gate.set()  # the hung load finishes late: its model is taken, not wasted
+    assert slot.wait_settled(timeout=5)
+    for _ in range(100):
+        if slot.ready:
+            break
+        threading.Event().wait(0.01)
+    assert slot.get(timeout=1).number == 1
+    assert loader.calls == 1
