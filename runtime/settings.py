@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import TypeVar
@@ -138,6 +138,8 @@ class Settings:
     load_backoff_max_s: float = 30.0
     load_cooldown_s: float = 30.0
     load_timeout_s: float = 1800.0
+    api_key: str | None = field(default=None, repr=False)
+    log_prompts: bool = False
     device: str = "auto"
     dtype: str = "auto"
     torch_threads: int = 0
@@ -183,6 +185,8 @@ class Settings:
             load_backoff_max_s=env.number("LOAD_BACKOFF_MAX_S", 30.0),
             load_cooldown_s=env.number("LOAD_COOLDOWN_S", 30.0),
             load_timeout_s=env.number("LOAD_TIMEOUT_S", 1800.0, minimum=0.001),
+            api_key=env.optional("API_KEY"),
+            log_prompts=env.flag("LOG_PROMPTS", False),
             device=device,
             dtype=dtype,
             torch_threads=env.integer("TORCH_THREADS", 0, minimum=0, maximum=1024),

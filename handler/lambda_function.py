@@ -1,0 +1,58 @@
+"""The Lambda entry point: `handler.lambda_function.handler(event, context)`.
+
+Importing this module is Lambda's INIT for the execution environment: it reads the configuration
+once, builds the app with its lifespan off (Mangum would run a lifespan around every invocation,
+mangum#342) and starts the model slot as `AWS_LAMBDA_INITIALIZATION_TYPE` allows: synchronously
+for provisioned concurrency and SnapStart, in the background on demand. Neither torch nor diffusers
+is imported here; the slot's loader thread imports them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+
+from mangum import Mangum
+
+from handler.app import build_service, create_app
+from handler.config import Config
+from runtime.lambda_adapter import LambdaAdapter
+from runtime.lambda_events import InitType
+from runtime.logs import configure_logging
+from runtime.warmup import Warmer
+
+# Probes answer at once whatever the model's state; every other path waits for the model.
+PROBE_PATHS = ("/livez", "/readyz", "/health")
+
+# One id per execution environment, reported by warm-up pings to count distinct environments.
+ENVIRONMENT_ID = uuid.uuid4().hex[:12]
+
+
+def build_adapter(config: Config) -> LambdaAdapter:
+    """The app behind Mangum, inside the adapter that owns INIT, warm-ups and deadlines."""
+    settings = config.runtime
+    # The adapter waits for the model within the invocation's remaining time before the app
+    # sees the request, so the app itself must not wait again past Lambda's deadline: its
+    # warm wait is zero and a model still loading is its clean 503.
+    service = build_service(
+        dataclasses.replace(config, runtime=dataclasses.replace(settings, warm_wait_s=0.0))
+    )
+    app = create_app(config, service, lifespan=False)
+    return LambdaAdapter(
+        service.slot,
+        Mangum(app, lifespan="off"),
+        Warmer(service.slot, ENVIRONMENT_ID, hold_s=settings.warmup_hold_s),
+        margin_s=settings.lambda_margin_s,
+        max_wait_s=settings.warm_wait_s,
+        max_response_bytes=settings.lambda_max_response_bytes,
+        no_wait_paths=PROBE_PATHS,
+    )
+
+
+CONFIG = Config.from_env(os.environ)
+configure_logging(CONFIG.runtime.log_level)
+handler = build_adapter(CONFIG)
+handler.init(
+    InitType.parse(os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE")), CONFIG.runtime.preload
+)
