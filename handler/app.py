@@ -14,9 +14,9 @@ from fastapi import FastAPI
 
 from handler import errors
 from handler.config import Config
-from handler.middleware import BodyLimit
+from handler.middleware import BodyLimit, RequestContext
 from handler.pipeline import PIPELINE, LoadedPipeline, release_pipeline, resolve_loader
-from handler.routes import generate, probes
+from handler.routes import generate, metrics, probes
 from handler.schemas import request_model
 from handler.state import AppState
 from runtime.phases import PhaseRecorder
@@ -61,9 +61,11 @@ def create_app(
     model = request_model(config.limits)
     app.state.thaw = AppState(config=config, service=service, request_model=model)
     app.include_router(probes.router)
+    app.include_router(metrics.router)
     app.include_router(generate.build_router(model))
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=config.runtime.max_body_bytes)
+    app.add_middleware(RequestContext, telemetry=service.telemetry)  # outermost: sees every answer
     return app
 
 

@@ -20,6 +20,7 @@ log = logging.getLogger("thaw.http")
 
 STATUS: dict[type[errors.ThawError], int] = {
     errors.InvalidRequest: 422,
+    errors.Unauthorized: 401,
     errors.PayloadTooLarge: 413,
     errors.Overloaded: 429,
     errors.WarmingUp: 503,
@@ -58,7 +59,10 @@ def error_response(
 
 
 def thaw_error_response(exc: errors.ThawError) -> JSONResponse:
-    return error_response(status_for(exc), exc.code, exc.message, retry_after=exc.retry_after)
+    response = error_response(status_for(exc), exc.code, exc.message, retry_after=exc.retry_after)
+    if isinstance(exc, errors.Unauthorized):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="thaw"'
+    return response
 
 
 def _describe_validation(errs: list[Any]) -> tuple[str, list[dict[str, Any]]]:

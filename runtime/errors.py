@@ -32,6 +32,12 @@ class InvalidRequest(ThawError, ValueError):
         self.field = field
 
 
+class Unauthorized(ThawError):
+    """The request lacks the API key this deployment requires."""
+
+    code = "unauthorized"
+
+
 class PayloadTooLarge(ThawError):
     """A request or response body exceeds its size limit."""
 

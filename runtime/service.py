@@ -23,6 +23,7 @@ from runtime.errors import DeadlineExceeded, InferenceFailed, ThawError
 from runtime.settings import PreloadPolicy, Settings
 from runtime.slot import ModelSlot
 from runtime.states import SlotState
+from runtime.telemetry import Telemetry
 
 log = logging.getLogger("thaw.service")
 
@@ -64,6 +65,7 @@ class Service(Generic[M]):
         self._holders = 0
         self._served = 0
         self._failed = 0
+        self.telemetry = Telemetry()
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -146,12 +148,14 @@ class Service(Generic[M]):
                 raise InferenceFailed(
                     f"inference failed: {type(exc).__name__}: {exc}", retry_after=1
                 ) from exc
-            return Served(
+            served = Served(
                 value=value,
                 queue_s=started - arrived,
                 run_s=self._clock.monotonic() - started,
                 cold=cold,
             )
+            self.telemetry.observe_served(served.queue_s, served.run_s, cold=cold)
+            return served
         finally:
             if not handed_off:
                 self.gate.release(ticket)

@@ -5,17 +5,21 @@ configured limits as a real class in the route's signature, not as a string it c
 """
 
 import base64
+import logging
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from handler.auth import require_api_key
 from handler.pipeline import GeneratedImage, GenerationParams, LoadedPipeline, generate
 from handler.schemas import GenerateRequestBase
 from handler.state import AppState
 from runtime.service import Served
+
+log = logging.getLogger("thaw.generate")
 
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
@@ -65,7 +69,9 @@ def render(request: Request, served: Served[GeneratedImage], request_id: str) ->
 
 async def serve(request: Request, params: GenerationParams) -> Response:
     state = AppState.of(request)
-    request_id = state.service.new_request_id()
+    request_id = getattr(request.state, "request_id", None) or state.service.new_request_id()
+    if state.config.runtime.log_prompts:
+        log.info("prompt", extra={"request_id": request_id, "prompt": params.prompt})
 
     def work(loaded: LoadedPipeline) -> GeneratedImage:
         return generate(loaded, params)
@@ -76,7 +82,7 @@ async def serve(request: Request, params: GenerationParams) -> Response:
 
 def build_router(request_model: type[GenerateRequestBase]) -> APIRouter:
     """The routes for one configured request model (its bounds come from the settings)."""
-    router = APIRouter(tags=["generate"])
+    router = APIRouter(tags=["generate"], dependencies=[Depends(require_api_key)])
 
     @router.post("/generate", responses=PNG_RESPONSE, response_class=Response)
     async def generate_post(request: Request, body: request_model) -> Response:  # type: ignore[valid-type]

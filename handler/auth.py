@@ -1,0 +1,30 @@
+"""Optional API key on the generation routes (`THAW_API_KEY`); probes stay open."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request
+
+from handler.state import AppState
+from runtime.errors import Unauthorized
+
+
+def supplied_key(request: Request) -> str | None:
+    authorization = request.headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("x-api-key")
+
+
+async def require_api_key(request: Request) -> None:
+    """Refuse with 401 unless the request carries the configured key (constant-time compare)."""
+    expected = AppState.of(request).config.runtime.api_key
+    if expected is None:
+        return
+    supplied = supplied_key(request)
+    if supplied is None or not hmac.compare_digest(supplied.encode(), expected.encode()):
+        raise Unauthorized(
+            "missing or wrong API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`"
+        )

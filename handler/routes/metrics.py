@@ -1,0 +1,22 @@
+"""`/metrics`: Prometheus exposition for container platforms."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from handler.state import AppState
+from runtime import prometheus
+
+router = APIRouter(tags=["probes"])
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Requests by status, queue and inference latency, queue depth, state, load phases."""
+    service = AppState.of(request).service
+    # The first scrape imports prometheus-client: keep that (and rendering) off the loop.
+    payload = await asyncio.to_thread(prometheus.render, service)
+    return Response(payload, media_type=prometheus.CONTENT_TYPE)
