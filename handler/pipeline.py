@@ -12,15 +12,17 @@ import importlib
 import io
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from handler.config import Config
 from runtime.phases import PhaseRecorder
 from runtime.slot import ModelSlot
-from runtime.sources import ModelNotFound, resolve_local
+from runtime.sources import ModelNotFound, Prefetch, resolve_model
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -96,20 +98,29 @@ def cpu_threads(requested: int) -> int:
 
 
 def load_pipeline(config: Config, phases: PhaseRecorder) -> LoadedPipeline:
-    """Load the configured diffusers pipeline, recording each phase."""
-    settings = config.runtime
-    with phases.phase("import"):
-        import torch
-        from diffusers import DiffusionPipeline
-        from diffusers.utils import logging as diffusers_logging
+    """Load the configured diffusers pipeline, recording each phase.
 
-        diffusers_logging.disable_progress_bar()
-    with phases.phase("configure"):
-        device = choose_device(settings.device, torch)
-        dtype_name = choose_dtype(settings.dtype, device)
-        if device == "cpu":
-            torch.set_num_threads(cpu_threads(settings.torch_threads))
-    path = _model_folder(config, phases)
+    The model folder is resolved (an `s3://` model downloaded) in a thread of its own while
+    torch and diffusers import, so a cold start costs about the longer of the two, not their sum.
+    """
+    settings = config.runtime
+    fetch = Prefetch(lambda cancel: _model_folder(config, phases, cancel))
+    try:
+        with phases.phase("import"):
+            import torch
+            from diffusers import DiffusionPipeline
+            from diffusers.utils import logging as diffusers_logging
+
+            diffusers_logging.disable_progress_bar()
+        with phases.phase("configure"):
+            device = choose_device(settings.device, torch)
+            dtype_name = choose_dtype(settings.dtype, device)
+            if device == "cpu":
+                torch.set_num_threads(cpu_threads(settings.torch_threads))
+    except BaseException:
+        fetch.cancel()  # a retried load must not race a leftover download
+        raise
+    path = fetch.result()
     with phases.phase("build"):
         pipe = DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
             str(path), dtype=getattr(torch, dtype_name), local_files_only=True
@@ -131,12 +142,10 @@ def load_pipeline(config: Config, phases: PhaseRecorder) -> LoadedPipeline:
     return loaded
 
 
-def _model_folder(config: Config, phases: PhaseRecorder) -> Any:
+def _model_folder(config: Config, phases: PhaseRecorder, cancel: threading.Event) -> Path:
     settings = config.runtime
     try:
-        return resolve_local(
-            config.model_ref, phases, hub_cache=settings.hub_cache, revision=settings.model_revision
-        )
+        return resolve_model(config.model_ref, phases, settings, cancel=cancel)
     except ModelNotFound:
         if settings.model is None:
             raise ModelNotFound(

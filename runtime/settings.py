@@ -119,6 +119,13 @@ def default_cache_dir(environ: Mapping[str, str]) -> Path:
     return Path(xdg) / "thaw"
 
 
+def _url(env: EnvReader, name: str) -> str | None:
+    value = env.optional(name)
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise SettingsError(f"{PREFIX}{name}={value!r} must start with http:// or https://")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """The runtime's settings. Build with `Settings.from_env(os.environ)` at the process edge."""
@@ -153,6 +160,9 @@ class Settings:
     lambda_margin_s: float = 1.0
     lambda_max_response_bytes: int = 6 * 1024 * 1024
     warmup_hold_s: float = 0.5
+    s3_endpoint_url: str | None = None
+    s3_concurrency: int = 16
+    s3_part_mb: int = 16
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -202,6 +212,9 @@ class Settings:
                 "LAMBDA_MAX_RESPONSE_BYTES", 6 * 1024 * 1024, minimum=1024, maximum=6 * 1024 * 1024
             ),
             warmup_hold_s=env.number("WARMUP_HOLD_S", 0.5, maximum=10.0),
+            s3_endpoint_url=_url(env, "S3_ENDPOINT_URL"),
+            s3_concurrency=env.integer("S3_CONCURRENCY", 16, minimum=1, maximum=256),
+            s3_part_mb=env.integer("S3_PART_MB", 16, minimum=1, maximum=5120),
         )
 
     def retry_policy_args(self) -> dict[str, float | int]:

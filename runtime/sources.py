@@ -1,17 +1,28 @@
-"""Where model weights come from: a local folder or a Hugging Face model id from the local cache.
+"""Where model weights come from: a local folder (a volume, or baked into the image), a Hugging
+Face model id from the local cache, or `s3://bucket/prefix`.
 
 Resolution never downloads from a hub at run time: an id is looked up in the local hub cache
 (`HF_HOME` / `HF_HUB_CACHE`), and a missing id is a clear error naming the id and the cache path.
+An `s3://` reference is fetched once per environment into the cache (`runtime.fetch`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from runtime.phases import PhaseRecorder
+
+if TYPE_CHECKING:
+    from runtime.progress import Progress
+    from runtime.settings import Settings
+
+log = logging.getLogger("thaw.sources")
 
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
@@ -63,3 +74,88 @@ def _from_hub_cache(repo_id: str, cache: Path, revision: str) -> Path:
         f"{cache}; thaw does not download at run time: fetch it first "
         f"(huggingface-cli download {repo_id}) or set THAW_MODEL to a local folder"
     )
+
+
+def is_s3(ref: str) -> bool:
+    return ref.startswith("s3://")
+
+
+def resolve_model(
+    ref: str,
+    phases: PhaseRecorder,
+    settings: Settings,
+    *,
+    cancel: threading.Event | None = None,
+    s3_client: Any = None,
+) -> Path:
+    """The local folder for any model reference: a folder, a hub id, or `s3://` (fetched into
+    `settings.cache_dir` once, as the phase `fetch`, with progress in the phase's detail)."""
+    if not is_s3(ref):
+        return resolve_local(
+            ref, phases, hub_cache=settings.hub_cache, revision=settings.model_revision
+        )
+    from runtime.fetch import S3Options, fetch_to_cache
+
+    options = S3Options(
+        endpoint_url=settings.s3_endpoint_url,
+        concurrency=settings.s3_concurrency,
+        part_size=settings.s3_part_mb * 1024 * 1024,
+        client=s3_client,
+    )
+    with phases.phase("fetch"):
+        report = _FetchReport(phases)
+        result = fetch_to_cache(ref, settings.cache_dir, options, listener=report, cancel=cancel)
+        phases.progress("fetch", cached=result.cached, path=str(result.path))
+        return result.path
+
+
+class _FetchReport:
+    """Progress into the `fetch` phase's detail (every update) and the log (every few seconds)."""
+
+    def __init__(self, phases: PhaseRecorder, log_every_s: float = 5.0) -> None:
+        self._phases = phases
+        self._log_every = log_every_s
+        self._logged_at = float("-inf")
+
+    def __call__(self, progress: Progress) -> None:
+        detail = progress.as_detail()
+        self._phases.progress("fetch", **detail)
+        if progress.seconds - self._logged_at >= self._log_every:
+            self._logged_at = progress.seconds
+            log.info("fetch progress", extra=detail)
+
+
+class Prefetch:
+    """Resolve a model in a thread of its own, so a download overlaps the heavy imports.
+
+    `result()` joins and returns the folder or raises what the resolve raised; `cancel()` asks a
+    running download to stop (the load failed elsewhere) and waits for it, so a retried load never
+    races a leftover download.
+    """
+
+    def __init__(self, resolve: Callable[[threading.Event], Path]) -> None:
+        self._cancel = threading.Event()
+        self._path: Path | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(resolve,), name="thaw-prefetch", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, resolve: Callable[[threading.Event], Path]) -> None:
+        try:
+            self._path = resolve(self._cancel)
+        except BaseException as exc:  # handed to the caller of result()
+            self._error = exc
+
+    def result(self) -> Path:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self._path is None:
+            raise ModelNotFound("the model resolved to nothing")
+        return self._path
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        self._thread.join()
