@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -260,5 +261,19 @@ def test_a_bad_setting_is_an_init_error_naming_the_variable() -> None:
         assert emulator.init_error is not None
         assert emulator.init_error["errorType"] == "SettingsError"
         assert "THAW_PRELOAD" in emulator.init_error["errorMessage"]
+    finally:
+        emulator.close()
+
+
+def test_the_container_entry_script_hands_the_process_to_awslambdaric() -> None:
+    """What the image's ENTRYPOINT runs on Lambda, against the emulator (lazy: no model)."""
+    emulator = RuntimeApiEmulator()
+    script = str(Path(__file__).resolve().parents[2] / "infra" / "docker" / "entrypoint.py")
+    emulator.start({**BASE_ENV, "THAW_PRELOAD": "lazy"}, argv=[sys.executable, script])
+    try:
+        emulator.wait_init(60)
+        report = health(emulator)
+        assert report["status"] == "cold"
+        assert "lambda init: lazy, nothing loaded" in emulator.log
     finally:
         emulator.close()

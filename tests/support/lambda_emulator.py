@@ -94,8 +94,9 @@ class RuntimeApiEmulator:
         *,
         init_type: str = "on-demand",
         handler: str = "handler.lambda_function.handler",
+        argv: list[str] | None = None,
     ) -> RuntimeApiEmulator:
-        """Spawn `python -m awslambdaric <handler>` against this emulator (Lambda's INIT)."""
+        """Spawn `python -m awslambdaric <handler>` (or `argv`) against this emulator: INIT."""
         environ = {
             **os.environ,
             "AWS_LAMBDA_RUNTIME_API": self.address,
@@ -116,7 +117,7 @@ class RuntimeApiEmulator:
         self.spawned_at = time.monotonic()
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "awslambdaric", handler],
+                argv or [sys.executable, "-m", "awslambdaric", handler],
                 cwd=ROOT,
                 env=environ,
                 stdout=log,

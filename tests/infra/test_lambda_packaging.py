@@ -1,0 +1,173 @@
+"""The SAM template and the Dockerfile: linted by cfn-lint and hadolint, and consistent with the
+code they start (handler paths, entry script, pins, the warm-up payload)."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from cfnlint.decode import cfn_yaml
+
+from runtime.lambda_events import EventKind, WarmupSource, classify
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+DOCKERFILE = ROOT / "Dockerfile"
+BIN = Path(sys.executable).parent
+
+
+def tool(name: str) -> str:
+    """A linter installed by `make setup` (requirements-dev.txt) beside this interpreter."""
+    found = shutil.which(name, path=str(BIN)) or shutil.which(name)
+    assert found, f"{name} is not installed: run `make setup`"
+    return found
+
+
+def entrypoint() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "thaw_entrypoint", ROOT / "infra" / "docker" / "entrypoint.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def function() -> Any:
+    return cfn_yaml.load(str(TEMPLATE))["Resources"]["ThawFunction"]
+
+
+def test_the_sam_template_passes_cfn_lint() -> None:
+    result = subprocess.run(
+        [tool("cfn-lint"), str(TEMPLATE)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_dockerfile_passes_hadolint() -> None:
+    result = subprocess.run(
+        [tool("hadolint"), "--no-color", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_template_builds_this_dockerfile_and_starts_this_handler() -> None:
+    resource = function()
+    metadata, props = resource["Metadata"], resource["Properties"]
+    assert props["PackageType"] == "Image"
+    assert (ROOT / metadata["DockerContext"] / metadata["Dockerfile"]).resolve() == DOCKERFILE
+    assert metadata["DockerBuildArgs"]["TORCH_VARIANT"] == "cpu"  # Lambda has no GPU
+    assert props["ImageConfig"]["Command"] == [entrypoint().LAMBDA_HANDLER]
+
+
+def test_the_url_is_signed_by_default_and_targets_the_alias() -> None:
+    template = cfn_yaml.load(str(TEMPLATE))
+    props = function()["Properties"]
+    assert template["Parameters"]["AuthType"]["Default"] == "AWS_IAM"
+    assert props["FunctionUrlConfig"]["AuthType"] == {"Ref": "AuthType"}
+    assert props["AutoPublishAlias"] == "live"
+    assert template["Parameters"]["ProvisionedConcurrency"]["Default"] == 0
+
+
+def test_the_scheduled_payload_is_a_thaw_warmup() -> None:
+    schedule = function()["Properties"]["Events"]["Warmup"]
+    assert schedule["Type"] == "ScheduleV2"
+    payload = schedule["Properties"]["Input"]["Fn::Sub"].replace("${WarmupConcurrency}", "4")
+    classified = classify(json.loads(payload))
+    assert classified.kind is EventKind.WARMUP
+    assert classified.warmup is not None
+    assert classified.warmup.source is WarmupSource.THAW
+    assert classified.warmup.concurrency == 4
+
+
+def test_the_function_may_invoke_itself_for_fan_out() -> None:
+    props = function()["Properties"]
+    statements = props["Policies"][0]["Statement"]
+    fan_out = next(s for s in statements if s["Sid"] == "WarmupFanOut")
+    assert fan_out["Action"] == "lambda:InvokeFunction"
+    name = props["FunctionName"]["Fn::Sub"]
+    assert all(name in resource["Fn::Sub"] for resource in fan_out["Resource"])
+
+
+def dockerfile() -> str:
+    return DOCKERFILE.read_text()
+
+
+def test_the_entry_script_and_the_modules_it_starts_exist() -> None:
+    text = dockerfile()
+    entry = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", text, re.M).group(1))  # type: ignore[union-attr]
+    script = Path(entry[1])
+    assert script.parts[:2] == ("/", "app")
+    assert (ROOT / Path(*script.parts[2:])).is_file()
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, re.M).group(1))  # type: ignore[union-attr]
+    module_name, _, attribute = cmd[0].rpartition(".")
+    spec = importlib.util.find_spec(module_name)
+    assert spec is not None
+    assert spec.origin is not None
+    # Importing the handler module would run Lambda INIT; read its top level instead.
+    tree = ast.parse(Path(spec.origin).read_text())
+    assigned = {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets}
+    assert attribute in assigned
+    module = entrypoint()
+    for name in (module.LAMBDA_CLIENT_MODULE, f"{module.SERVER_MODULE}.__main__"):
+        assert importlib.util.find_spec(name) is not None, name
+
+
+def test_every_copied_path_exists() -> None:
+    for source in re.findall(r"^COPY (?!--from)(\S+) ", dockerfile(), re.M):
+        assert (ROOT / source).exists(), source
+
+
+def test_the_pins_match_the_requirements() -> None:
+    text = dockerfile()
+    runtime_pins = (ROOT / "requirements.txt").read_text()
+    dev_pins = (ROOT / "requirements-dev.txt").read_text()
+    torch = re.search(r"^ARG TORCH_VERSION=(\S+)$", text, re.M).group(1)  # type: ignore[union-attr]
+    assert f"torch=={torch}\n" in runtime_pins
+    client = re.search(r"awslambdaric==(\S+)", text).group(1)  # type: ignore[union-attr]
+    assert f"awslambdaric=={client}\n" in dev_pins
+
+
+def test_bytecode_is_compiled_at_build_for_a_read_only_filesystem() -> None:
+    text = dockerfile()
+    assert "python -m compileall" in text
+    assert "--invalidation-mode unchecked-hash" in text
+    assert "PYTHONDONTWRITEBYTECODE=1" in text
+
+
+@pytest.mark.parametrize(
+    ("environ", "args", "expected"),
+    [
+        (
+            {"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001"},
+            [],
+            ["awslambdaric", "handler.lambda_function.handler"],
+        ),
+        (
+            {"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001"},
+            ["pkg.mod.fn"],
+            ["awslambdaric", "pkg.mod.fn"],
+        ),
+        ({}, ["handler.lambda_function.handler"], ["handler"]),
+        ({"AWS_LAMBDA_RUNTIME_API": ""}, [], ["handler"]),
+    ],
+)
+def test_the_entry_script_chooses_lambda_or_uvicorn(
+    environ: dict[str, str], args: list[str], expected: list[str]
+) -> None:
+    argv = entrypoint().command(environ, args)
+    assert argv[:2] == [sys.executable, "-m"]
+    assert argv[2:] == expected
