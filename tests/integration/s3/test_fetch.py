@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from runtime.errors import LoadFailed
 from runtime.fetch import cache_folder
 from runtime.integrity import build_manifest
+from runtime.phases import PhaseRecorder
 from runtime.s3 import S3Location
 from runtime.settings import Settings
 from runtime.slot import ModelSlot, RetryPolicy
@@ -40,8 +42,8 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 def model_slot(s3: S3Server, ref: str, cache: Path) -> ModelSlot[Path]:
     settings = Settings(model=ref, cache_dir=cache, s3_endpoint_url=s3.endpoint, s3_part_mb=1)
 
-    def load(phases: object) -> Path:
-        return resolve_model(ref, phases, settings)  # type: ignore[arg-type]
+    def load(phases: PhaseRecorder) -> Path:
+        return resolve_model(ref, phases, settings)
 
     return ModelSlot("model", load, retry=RetryPolicy(attempts=2, backoff_s=0.01, cooldown_s=0.2))
 
@@ -172,3 +174,75 @@ def test_a_missing_bucket_or_prefix_is_named(
     with pytest.raises(LoadFailed, match="model failed to load"):
         slot.get(timeout=60)
     assert error in (slot.snapshot().last_error or "")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MB filesystem (tmpfs), smaller than the tiny model."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_model_larger_than_the_free_space_fails_before_downloading(
+    s3: S3Server, s3_model: str, small_disk: Path
+) -> None:
+    s3.clear_requests()
+    slot = model_slot(s3, s3_model, small_disk)
+    with pytest.raises(LoadFailed):
+        slot.get(timeout=60)
+    reason = slot.snapshot().last_error or ""
+    assert reason.startswith(f"InsufficientSpace: [Errno 28] {s3_model} needs 8 MB but only 4 MB")
+    assert "EphemeralStorage" in reason
+    assert object_gets(s3.requests()) == []
+    assert leftovers(small_disk, s3_model) == []
+
+
+def test_access_denied_is_named(tmp_path: Path, tiny_model: Path) -> None:
+    """An S3 server that checks IAM: a user who may list the bucket but not read objects."""
+    # The first five actions (the setup below) run unauthenticated; every later one is checked.
+    server = S3Server(tmp_path / "iam.log", env={"INITIAL_NO_AUTH_ACTION_COUNT": "5"}).start()
+    try:
+        admin = server.client()
+        admin.create_bucket(Bucket="locked")
+        admin.put_object(Bucket="locked", Key="tiny/model_index.json", Body=b"{}")
+        iam = server.client("iam")
+        iam.create_user(UserName="reader")
+        iam.put_user_policy(
+            UserName="reader",
+            PolicyName="list-only",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*"}],
+                }
+            ),
+        )
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        reader = server.client(key=key["AccessKeyId"], secret=key["SecretAccessKey"])
+        settings = Settings(cache_dir=tmp_path / "cache")
+        for client, fragment in [
+            (reader, "access denied reading s3://locked/tiny/model_index.json (AccessDenied)"),
+            (server.client(key="AKIAUNKNOWN"), "access denied reading s3://locked/tiny"),
+        ]:
+
+            def load(phases: PhaseRecorder, client: object = client) -> Path:
+                return resolve_model("s3://locked/tiny", phases, settings, s3_client=client)
+
+            slot = ModelSlot("model", load, retry=RetryPolicy(attempts=1))
+            with pytest.raises(LoadFailed):
+                slot.get(timeout=60)
+            assert fragment in (slot.snapshot().last_error or "")
+            assert "S3AccessDenied" in (slot.snapshot().last_error or "")
+    finally:
+        server.stop()
