@@ -25,24 +25,9 @@ from runtime.progress import ProgressMeter
 from runtime.s3 import FetchError, S3Location, safe_relpath
 from runtime.settings import Settings, SettingsError
 from runtime.sources import ModelNotFound, resolve_local
+from tests.support.hub_cache import COMMIT, hub_cache
 
 MiB = 1024 * 1024
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def hub_cache(root: Path, repo_id: str, files: dict[str, bytes]) -> Path:
-    """A cache laid out as huggingface_hub writes it: blobs, snapshots of symlinks, refs."""
-    repo = root / ("models--" + repo_id.replace("/", "--"))
-    for relpath, data in files.items():
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        link = repo / "snapshots" / COMMIT / relpath
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)
-    return root
 
 
 def test_a_hub_id_resolves_to_its_snapshot_through_refs(tmp_path: Path) -> None:
