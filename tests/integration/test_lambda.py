@@ -173,7 +173,10 @@ def test_a_response_over_the_lambda_limit_is_a_413(
 
 def test_provisioned_concurrency_loads_in_init_before_the_first_event(tiny_model: Path) -> None:
     emulator = RuntimeApiEmulator()
-    emulator.start({**BASE_ENV, "THAW_MODEL": str(tiny_model)}, init_type="provisioned-concurrency")
+    emulator.start(
+        {**BASE_ENV, "THAW_MODEL": str(tiny_model), "THAW_WARM_INFERENCE": "1"},
+        init_type="provisioned-concurrency",
+    )
     try:
         init_s = emulator.wait_init(150)
         # INIT ended with no event waiting: the environment is frozen, the model already in.
@@ -182,6 +185,9 @@ def test_provisioned_concurrency_loads_in_init_before_the_first_event(tiny_model
         assert report["status"] == "ready"
         assert report["loads_completed"] == 1
         assert report["load_seconds"] <= init_s
+        # THAW_WARM_INFERENCE ran one tiny generation inside the load, not as a served request.
+        assert [p["name"] for p in report["phases"]][-1] == "warmup"
+        assert report["served"] == 0
         assert "lambda init: loading the model" in emulator.log
         png_of(emulator.invoke(event("function_url_generate.json"), timeout_ms=30_000))
         assert health(emulator)["load_attempts"] == 1

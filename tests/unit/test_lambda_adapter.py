@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -287,3 +290,24 @@ def test_fan_out_without_an_arn_says_why() -> None:
     report = warmer.handle(WarmupRequest(WarmupSource.THAW, 3), budget_s=5, target=None)
     assert report["fan_out"]["answered"] == 0
     assert "ARN" in report["fan_out"]["errors"][0]
+
+
+def test_lambda_init_imports_neither_torch_nor_boto3() -> None:
+    """INIT is the cold start: with a lazy preload, importing the entry point stays light."""
+    code = (
+        "import json, sys\n"
+        "import handler.lambda_function\n"
+        "heavy = ('torch', 'diffusers', 'transformers', 'boto3')\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
+    )
+    env = {**os.environ, "THAW_PRELOAD": "lazy", "AWS_LAMBDA_FUNCTION_NAME": "thaw-test"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
