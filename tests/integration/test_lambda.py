@@ -283,3 +283,43 @@ def test_the_container_entry_script_hands_the_process_to_awslambdaric() -> None:
         assert "lambda init: lazy, nothing loaded" in emulator.log
     finally:
         emulator.close()
+
+
+def test_a_warmup_fans_out_through_the_invoke_api_to_another_environment(
+    tiny_model: Path,
+) -> None:
+    """concurrency 2: the real boto3 client in one environment invokes the function (same
+    qualifier) over Lambda's Invoke API, and the invoke lands on a second environment."""
+    # Both environments load at once here: give the warm-up the whole invocation to wait.
+    env = {
+        **BASE_ENV,
+        "THAW_MODEL": str(tiny_model),
+        "THAW_PRELOAD": "lazy",
+        "THAW_WARM_WAIT_S": "170",
+    }
+    other = RuntimeApiEmulator()
+    first = RuntimeApiEmulator(invoke_target=other)
+    other.start(env)
+    first.start(env)
+    try:
+        first.wait_init(60)
+        other.wait_init(60)
+        answer = first.invoke({"thaw": "warmup", "concurrency": 2}, timeout_ms=180_000)
+        assert answer.outcome == "response", answer.body
+        report = answer.result
+        assert report["warm"] is True
+        assert report["cold_start"] is True
+        fan_out = report["fan_out"]
+        assert fan_out["errors"] == []
+        assert fan_out["requested"] == 1
+        assert fan_out["answered"] == 1
+        assert fan_out["environments"] == 2
+        assert fan_out["environment_ids"] != [report["environment_id"]]
+        assert first.invoke_requests == [("thaw-test", {"Qualifier": ["live"]})]
+        for environment in (first, other):
+            report = health(environment)
+            assert report["loads_completed"] == 1
+            assert report["served"] == 0
+    finally:
+        first.close()
+        other.close()

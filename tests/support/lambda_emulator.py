@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "/2018-06-01/runtime"
+INVOKE_PREFIX = "/2015-03-31/functions/"
 FUNCTION_NAME = "thaw-test"
 FUNCTION_ARN = f"arn:aws:lambda:us-east-1:123456789012:function:{FUNCTION_NAME}:live"
 
@@ -64,7 +66,11 @@ class Invocation:
 class RuntimeApiEmulator:
     """One execution environment: the Runtime API server and the runtime process behind it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, invoke_target: RuntimeApiEmulator | None = None) -> None:
+        """`invoke_target`: the environment that Lambda's Invoke API on this emulator reaches
+        (`AWS_ENDPOINT_URL_LAMBDA` in the runtime), so a fan-out lands on another process."""
+        self.invoke_target = invoke_target
+        self.invoke_requests: list[tuple[str, dict[str, list[str]]]] = []
         self._cond = threading.Condition()
         self._queue: deque[Invocation] = deque()
         self._invocations: dict[str, Invocation] = {}
@@ -107,6 +113,11 @@ class RuntimeApiEmulator:
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{FUNCTION_NAME}",
             "AWS_LAMBDA_LOG_STREAM_NAME": f"2024/03/12/[1]{uuid.uuid4().hex}",
             "AWS_REGION": "us-east-1",
+            # Lambda's Invoke API, for the warm-up fan-out, is served here too.
+            "AWS_ENDPOINT_URL_LAMBDA": f"http://{self.address}",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",
             "LAMBDA_TASK_ROOT": str(ROOT),
             "_HANDLER": handler,
@@ -275,6 +286,9 @@ class RuntimeApiEmulator:
 
             def do_POST(self) -> None:
                 body = self._body()
+                if self.path.startswith(INVOKE_PREFIX):
+                    self._invoke(body)
+                    return
                 error_type = self.headers.get("Lambda-Runtime-Function-Error-Type")
                 if self.path == f"{PREFIX}/init/error":
                     emulator._init_error(body, error_type)
@@ -289,5 +303,21 @@ class RuntimeApiEmulator:
                         self._send(400, b'{"errorMessage":"unknown or answered request id"}')
                     return
                 self._send(404, b'{"errorMessage":"unknown path"}')
+
+            def _invoke(self, body: bytes) -> None:
+                """Lambda's Invoke API (synchronous): run the event in the target environment."""
+                url = urlsplit(self.path)
+                name = url.path.removeprefix(INVOKE_PREFIX).split("/")[0]
+                emulator.invoke_requests.append((name, parse_qs(url.query)))
+                target = emulator.invoke_target
+                if target is None or name != FUNCTION_NAME:
+                    message = f'{{"Message":"Function not found: {name}"}}'
+                    self._send(404, message.encode(), x_amzn_ErrorType="ResourceNotFoundException")
+                    return
+                answer = target.invoke(json.loads(body or b"{}"), timeout_ms=180_000)
+                headers = {"X_Amz_Executed_Version": "1"}
+                if answer.outcome == "error":
+                    headers["X_Amz_Function_Error"] = "Unhandled"
+                self._send(200, answer.body, **headers)
 
         return Handler
