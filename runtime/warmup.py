@@ -196,13 +196,22 @@ class Warmer:
         fan_count = request.concurrency - 1
         fanning: Future[FanOutReport] | None = None
         fan_pool: ThreadPoolExecutor | None = None
-        if fan_count > 0 and target is not None:
+        fan_error: str | None = None
+        invoker: Invoker | None = None
+        if fan_count > 0 and target is None:
+            fan_error = "no invoked function ARN in the context: cannot fan out"
+        elif fan_count > 0:
+            try:
+                invoker = self.invoker()
+            except Exception as exc:  # no region, no credentials: report it, still warm up here
+                fan_error = f"no Lambda client: {type(exc).__name__}: {exc}"
+        if invoker is not None and target is not None:
             # Fan out while this environment loads: it stays busy meanwhile, so no invoke lands
             # on it, and the whole ping takes as long as the slowest environment, not the sum.
             fan_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thaw-fanout")
             fanning = fan_pool.submit(
                 fan_out,
-                self.invoker(),
+                invoker,
                 target,
                 fan_count,
                 own_id=self.environment_id,
@@ -232,13 +241,13 @@ class Warmer:
         if fanning is not None and fan_pool is not None:
             report["fan_out"] = fanning.result()
             fan_pool.shutdown(wait=False)
-        elif fan_count > 0:
+        elif fan_error is not None:
             report["fan_out"] = {
                 "requested": fan_count,
                 "answered": 0,
                 "environments": 1,
                 "environment_ids": [],
-                "errors": ["no invoked function ARN in the context: cannot fan out"],
+                "errors": [fan_error],
             }
         log.info("warm-up answered", extra={k: v for k, v in report.items() if k != "fan_out"})
         return report

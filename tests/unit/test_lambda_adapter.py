@@ -131,7 +131,7 @@ def test_http_stops_waiting_at_the_remaining_time_less_the_margin() -> None:
     waited = time.monotonic() - started
     gate.set()
     # It waited about 0.3 s (0.4 s left less the 0.1 s margin), then let the app answer (503).
-    assert 0.2 < waited < 0.4
+    assert 0.25 < waited < 1.5  # without the budget it would wait 10 s for the gate
     assert http.calls == [("/generate", SlotState.LOADING)]
 
 
@@ -141,7 +141,7 @@ def test_probe_paths_do_not_wait() -> None:
     adapter.init(InitType.ON_DEMAND, PreloadPolicy.BACKGROUND)
     started = time.monotonic()
     adapter(event("function_url_health.json"), Context(remaining_ms=30_000))
-    assert time.monotonic() - started < 0.2
+    assert time.monotonic() - started < 1.5  # not the 10 s the gate would take
     gate.set()
     assert http.calls == [("/health", SlotState.LOADING)]
 
@@ -279,7 +279,7 @@ def test_fan_out_stops_waiting_at_its_deadline() -> None:
     started = time.monotonic()
     report = fan_out(Stuck(), Target("thaw"), 2, own_id="env-self", timeout_s=0.2)
     release.set()
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.5  # not the 5 s the stuck invokes take
     assert report["answered"] == 0
     assert "did not answer" in report["errors"][0]
 
@@ -311,3 +311,17 @@ def test_lambda_init_imports_neither_torch_nor_boto3() -> None:
         cwd=Path(__file__).resolve().parents[2],
     )
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_fan_out_without_a_client_still_warms_this_environment() -> None:
+    def no_client() -> Any:
+        raise RuntimeError("You must specify a region.")
+
+    loader = CountingLoader()
+    slot: ModelSlot[Any] = ModelSlot("test", loader)
+    warmer = Warmer(slot, "env-self", invoker_factory=no_client)
+    report = warmer.handle(
+        WarmupRequest(WarmupSource.THAW, 2), budget_s=5, target=Target("thaw", "live")
+    )
+    assert report["warm"] is True
+    assert "You must specify a region" in report["fan_out"]["errors"][0]
