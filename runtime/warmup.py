@@ -193,31 +193,9 @@ class Warmer:
         """Load (or wait for) the model within `budget_s`, fan out if asked, report."""
         started = self._clock.monotonic()
         cold = not self.slot.ready
-        fan_count = request.concurrency - 1
-        fanning: Future[FanOutReport] | None = None
-        fan_pool: ThreadPoolExecutor | None = None
-        fan_error: str | None = None
-        invoker: Invoker | None = None
-        if fan_count > 0 and target is None:
-            fan_error = "no invoked function ARN in the context: cannot fan out"
-        elif fan_count > 0:
-            try:
-                invoker = self.invoker()
-            except Exception as exc:  # no region, no credentials: report it, still warm up here
-                fan_error = f"no Lambda client: {type(exc).__name__}: {exc}"
-        if invoker is not None and target is not None:
-            # Fan out while this environment loads: it stays busy meanwhile, so no invoke lands
-            # on it, and the whole ping takes as long as the slowest environment, not the sum.
-            fan_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thaw-fanout")
-            fanning = fan_pool.submit(
-                fan_out,
-                invoker,
-                target,
-                fan_count,
-                own_id=self.environment_id,
-                timeout_s=budget_s,
-                hold_s=self.hold_s,
-            )
+        # Fan out while this environment loads: it stays busy meanwhile, so no invoke lands on
+        # it, and the whole ping takes as long as the slowest environment, not the sum.
+        fanning = self._start_fan_out(request.concurrency - 1, target, budget_s)
         error: ErrorBody | None = None
         try:
             self.slot.get(timeout=max(0.0, budget_s))
@@ -226,8 +204,52 @@ class Warmer:
         if request.hold_s > 0:
             left = budget_s - (self._clock.monotonic() - started)
             self._clock.sleep(max(0.0, min(request.hold_s, left)))
+        report = self._report(request, cold)
+        if error is not None:
+            report["error"] = error
+        if fanning is not None:
+            report["fan_out"] = fanning.result()
+        log.info("warm-up answered", extra={k: v for k, v in report.items() if k != "fan_out"})
+        return report
+
+    def _start_fan_out(
+        self, count: int, target: Target | None, budget_s: float
+    ) -> Future[FanOutReport] | None:
+        if count <= 0:
+            return None
+        try:
+            if target is None:
+                raise LookupError("no invoked function ARN in the context: cannot fan out")
+            invoker = self.invoker()
+        except Exception as exc:  # no ARN, no region, no credentials: report it, warm up here
+            failed: Future[FanOutReport] = Future()
+            failed.set_result(
+                {
+                    "requested": count,
+                    "answered": 0,
+                    "environments": 1,
+                    "environment_ids": [],
+                    "errors": [f"{type(exc).__name__}: {exc}"],
+                }
+            )
+            return failed
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thaw-fanout")
+        try:
+            return pool.submit(
+                fan_out,
+                invoker,
+                target,
+                count,
+                own_id=self.environment_id,
+                timeout_s=budget_s,
+                hold_s=self.hold_s,
+            )
+        finally:
+            pool.shutdown(wait=False)
+
+    def _report(self, request: WarmupRequest, cold: bool) -> WarmupReport:
         snap = self.slot.snapshot()
-        report: WarmupReport = {
+        return {
             "warm": snap.state is SlotState.READY,
             "cold_start": cold,
             "status": snap.state.public_name,
@@ -236,18 +258,3 @@ class Warmer:
             "source": request.source.value,
             "concurrency": request.concurrency,
         }
-        if error is not None:
-            report["error"] = error
-        if fanning is not None and fan_pool is not None:
-            report["fan_out"] = fanning.result()
-            fan_pool.shutdown(wait=False)
-        elif fan_error is not None:
-            report["fan_out"] = {
-                "requested": fan_count,
-                "answered": 0,
-                "environments": 1,
-                "environment_ids": [],
-                "errors": [fan_error],
-            }
-        log.info("warm-up answered", extra={k: v for k, v in report.items() if k != "fan_out"})
-        return report
