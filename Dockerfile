@@ -44,7 +44,8 @@ RUN mkdir -p /opt/thaw/model \
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="thaw" \
       org.opencontainers.image.description="A diffusers text-to-image model for scale-to-zero platforms"
-# Lambda runs the image as its own user whatever USER says; elsewhere run as a plain user.
+# Lambda runs the image as its own user whatever USER says; elsewhere run as a plain user. Both
+# may write only under /tmp (Lambda's filesystem is read-only), hence THAW_CACHE_DIR there.
 RUN groupadd --system --gid 10001 thaw \
     && useradd --system --uid 10001 --gid thaw --home-dir /app --shell /usr/sbin/nologin thaw
 COPY --from=build /opt/venv /opt/venv
@@ -56,6 +57,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \
     THAW_MODEL=/opt/thaw/model \
+    THAW_CACHE_DIR=/tmp/thaw-cache \
     THAW_HOST=0.0.0.0 \
     THAW_PORT=8080
 WORKDIR /app
