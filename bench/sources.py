@@ -1,6 +1,6 @@
 """Time to ready for each place the weights can live, measured in one run (medians, interleaved).
 
-    python -m bench.sources [--runs 3] [--model DIR] [--part-mb 16]
+    python -m bench.sources [--runs 3] [--model DIR] [--part-mb 16] [--only folder,hub,...]
 
 For one model folder (default: the tiny model; `python -m bench.make_sd15` builds an SD-1.5-sized
 one) it spawns `python -m handler` and times spawn -> /readyz 200 with the weights in:
@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--model", type=Path, default=Path.home() / ".cache/thaw/tiny-sd")
     parser.add_argument("--part-mb", type=int, default=16)
+    parser.add_argument("--only", default="folder,hub,s3-cold,s3-warm", help="sources to time")
     args = parser.parse_args()
     model: Path = args.model
     size_mb = sum(p.stat().st_size for p in model.rglob("*") if p.is_file()) / 1e6
@@ -98,6 +99,8 @@ def main() -> None:
             "s3-cold": {"THAW_MODEL": "s3://bench/model"},
             "s3-warm": {"THAW_MODEL": "s3://bench/model"},
         }
+        wanted = args.only.split(",")
+        sources = {name: env for name, env in sources.items() if name in wanted}
         samples: dict[str, list[tuple[float, dict[str, Any]]]] = {k: [] for k in sources}
         for run in range(args.runs):
             cache = work / f"cache-{run}"
