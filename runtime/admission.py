@@ -42,6 +42,7 @@ class AdmissionGate:
         self._turns: deque[Ticket] = deque()
         self._running = 0
         self._closed = False
+        self._released = 0
         self._served_seconds_ewma: float | None = None
 
     # -- figures ---------------------------------------------------------------------------------
@@ -66,6 +67,12 @@ class AdmissionGate:
     def closed(self) -> bool:
         with self._lock:
             return self._closed
+
+    @property
+    def released(self) -> int:
+        """How many tickets were ever released: a change means some request came and went."""
+        with self._lock:
+            return self._released
 
     def accepted_ids(self) -> list[str]:
         with self._lock:
@@ -115,6 +122,7 @@ class AdmissionGate:
             if ticket.released:
                 return
             ticket.released = True
+            self._released += 1
             self._accepted.pop(ticket.id, None)
             if ticket.granted:
                 self._running -= 1

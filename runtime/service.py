@@ -19,7 +19,9 @@ from typing import Any, Generic, TypeVar
 
 from runtime.admission import AdmissionGate
 from runtime.clock import SYSTEM_CLOCK, Clock
-from runtime.errors import DeadlineExceeded, InferenceFailed, ThawError
+from runtime.errors import DeadlineExceeded, Draining, InferenceFailed, ThawError
+from runtime.idle import IdleUnloader
+from runtime.notify import Notifier
 from runtime.settings import PreloadPolicy, Settings
 from runtime.slot import ModelSlot
 from runtime.states import SlotState
@@ -66,6 +68,12 @@ class Service(Generic[M]):
         self._served = 0
         self._failed = 0
         self.telemetry = Telemetry()
+        self._cut = False  # the drain deadline passed: accepted requests are answered Draining
+        self._cut_signal = Notifier()
+        self.idle: IdleUnloader | None = None
+        if settings.idle_unload_s > 0:
+            self.idle = IdleUnloader(slot, self.gate, settings.idle_unload_s, clock=clock)
+        self._idle_watch: asyncio.Task[None] | None = None
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -102,13 +110,22 @@ class Service(Generic[M]):
             self.reopen()
         try:
             await self.astart()
+            if first and self.idle is not None:
+                self._idle_watch = asyncio.ensure_future(self.idle.watch())
             yield
         finally:
             with self._lock:
                 self._holders -= 1
                 last = self._holders == 0
+            if last and self._idle_watch is not None:
+                self._idle_watch.cancel()
+                self._idle_watch = None
             if last and not self.settings.on_lambda:
-                await self.shutdown(grace_s=self.settings.request_timeout_s)
+                # A drain (runtime.drain) has usually emptied the gate by now; if its deadline
+                # cut requests off, their threads may run on, and waiting for them again would
+                # overrun the deadline the platform's grace period was sized for.
+                grace = 0.0 if self._cut else self.settings.drain_timeout_s
+                await self.shutdown(grace_s=grace)
 
     # -- the request path ----------------------------------------------------------------------
 
@@ -116,7 +133,31 @@ class Service(Generic[M]):
         return f"r{next(self._ids)}"
 
     async def run(self, work: Callable[[M], R], *, request_id: str | None = None) -> Served[R]:
-        """Run `work(model)` in a worker thread under admission and deadlines."""
+        """Run `work(model)` in a worker thread under admission and deadlines.
+
+        If the drain deadline passes first (`cut_off`), the request is answered `Draining`; a
+        thread already running the work finishes unobserved and then releases its place.
+        """
+        if self._cut:
+            raise Draining("the server is shutting down", retry_after=1)
+        attempt = asyncio.ensure_future(self._run(work, request_id=request_id))
+        cut = asyncio.ensure_future(self._cut_signal.wait_for_async(lambda: self._cut, None))
+        try:
+            await asyncio.wait({attempt, cut}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            attempt.cancel()
+            raise
+        finally:
+            cut.cancel()
+        if attempt.done():
+            return attempt.result()
+        attempt.cancel()
+        await asyncio.wait({attempt})  # let its `finally` give the place back
+        if not attempt.cancelled():
+            attempt.exception()  # retrieved: it lost the race and its outcome is not the answer
+        raise Draining("cut off at the drain deadline: the server is shutting down", retry_after=1)
+
+    async def _run(self, work: Callable[[M], R], *, request_id: str | None) -> Served[R]:
         settings = self.settings
         arrived = self._clock.monotonic()
         cold = not self.slot.ready
@@ -180,14 +221,28 @@ class Service(Generic[M]):
         """Drain and release the model. Returns the ids of requests cut off at the deadline."""
         self.begin_drain()
         finished = await self.gate.wait_empty_async(grace_s)
-        cut_off = [] if finished else self.gate.accepted_ids()
-        if cut_off:
-            log.warning("drain deadline reached", extra={"cut_off": cut_off})
+        cut_off = [] if finished else self.cut_off()
         self.slot.stop()
+        log.info("model released", extra={"slot": self.slot.name, "cut_off": len(cut_off)})
+        return cut_off
+
+    def cut_off(self) -> list[str]:
+        """The drain deadline has passed: answer every accepted request `Draining` now and
+        refuse new ones. Returns (and logs, once) the ids of the requests cut off."""
+        self.gate.close()
+        with self._cut_signal.lock:
+            first = not self._cut
+            self._cut = True
+            self._cut_signal.notify_all()
+        cut_off = self.gate.accepted_ids()
+        if first and cut_off:
+            log.warning("drain deadline reached", extra={"cut_off": cut_off})
         return cut_off
 
     def reopen(self) -> None:
         """Serve again after a shutdown (a new server in the same process, as in tests)."""
+        with self._cut_signal.lock:
+            self._cut = False
         self.gate.reopen()
         self.slot.reset()
 
@@ -195,7 +250,15 @@ class Service(Generic[M]):
 
     @property
     def accepting(self) -> bool:
-        return self.slot.ready and not self.gate.closed
+        """Requests will be served now. After an idle unload that stays true while the model is
+        cold or reloading: the process is idle, not broken, and a readiness probe that failed
+        would keep away the very request that loads the model again."""
+        if self.gate.closed:
+            return False
+        if self.slot.ready:
+            return True
+        idle_cold = self.idle is not None and self.idle.unloaded
+        return idle_cold and self.slot.state in (SlotState.COLD, SlotState.LOADING)
 
     def health(self) -> dict[str, Any]:
         """The runtime's part of `/health`: state, load history, queue, uptime."""

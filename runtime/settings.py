@@ -163,6 +163,9 @@ class Settings:
     s3_endpoint_url: str | None = None
     s3_concurrency: int = 16
     s3_part_mb: int = 16
+    drain_delay_s: float = 0.0
+    drain_timeout_s: float = 60.0
+    idle_unload_s: float = 0.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -179,6 +182,13 @@ class Settings:
                 f"THAW_LOG_LEVEL={log_level!r} must be debug, info, warning or error"
             )
         cache = env.optional("CACHE_DIR")
+        drain_delay_s = env.number("DRAIN_DELAY_S", 0.0, maximum=3600.0)
+        drain_timeout_s = env.number("DRAIN_TIMEOUT_S", 60.0, minimum=0.001, maximum=86_400.0)
+        if drain_delay_s >= drain_timeout_s:
+            raise SettingsError(
+                f"THAW_DRAIN_DELAY_S={drain_delay_s:g} must be below "
+                f"THAW_DRAIN_TIMEOUT_S={drain_timeout_s:g}: the timeout counts from the signal"
+            )
         return cls(
             model=env.optional("MODEL"),
             model_revision=env.string("MODEL_REVISION", "main"),
@@ -215,6 +225,9 @@ class Settings:
             s3_endpoint_url=_url(env, "S3_ENDPOINT_URL"),
             s3_concurrency=env.integer("S3_CONCURRENCY", 16, minimum=1, maximum=256),
             s3_part_mb=env.integer("S3_PART_MB", 16, minimum=1, maximum=5120),
+            drain_delay_s=drain_delay_s,
+            drain_timeout_s=drain_timeout_s,
+            idle_unload_s=env.number("IDLE_UNLOAD_S", 0.0),
         )
 
     def retry_policy_args(self) -> dict[str, float | int]:

@@ -210,10 +210,17 @@ class ModelSlot(Generic[M]):
 
     # -- letting go ------------------------------------------------------------------------------
 
-    def unload(self) -> bool:
-        """Release a loaded model and go back to COLD; the next demand loads again."""
+    def unload(self, *, only_if: Callable[[], bool] | None = None) -> bool:
+        """Release a loaded model and go back to COLD; the next demand loads again.
+
+        `only_if` is checked under the slot's lock, so a caller that gets the model hands it out
+        either before the check (and `only_if` can see that) or after the unload (and loads anew).
+        Nothing is unloaded while the process is stopping: accepted work may still need it.
+        """
         with self._lock:
-            if self._state is not SlotState.READY:
+            if self._state is not SlotState.READY or self._stopping is not None:
+                return False
+            if only_if is not None and not only_if():
                 return False
             model, self._model = self._model, None
             self._state = SlotState.COLD
