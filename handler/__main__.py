@@ -18,14 +18,10 @@ from types import FrameType
 
 import uvicorn
 
-from runtime.drain import Drain, DrainReport
+from runtime.drain import LISTENER_CLOSE_S, Drain, DrainReport
 from runtime.logs import configure_logging
 
 log = logging.getLogger("thaw.server")
-
-# Once the drain is over, responses are written: connections get this long to close.
-CONNECTIONS_CLOSE_S = 5
-
 
 class DrainingServer(uvicorn.Server):
     """A uvicorn server whose stop signals start a drain instead of stopping at once.
@@ -85,7 +81,7 @@ def main() -> int:
         log_level=settings.log_level,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=CONNECTIONS_CLOSE_S,
+        timeout_graceful_shutdown=LISTENER_CLOSE_S,
     )
     server = DrainingServer(config, Drain(service))
     server.run()

@@ -34,6 +34,11 @@ log = logging.getLogger("thaw.drain")
 EXIT_CUT_OFF = 1
 """The process's exit status when the deadline cut accepted requests off (0 when none were)."""
 
+LISTENER_CLOSE_S = 2
+"""After the drain every answer has been produced; open connections get this long to take it
+before the server closes them. A platform's grace period must cover the drain timeout plus
+this (tests/infra checks the manifests)."""
+
 
 @dataclass(frozen=True)
 class DrainReport:
