@@ -72,20 +72,25 @@ class IdleUnloader:
         idle_for = now - self._busy_at
         if idle_for < self.idle_s:
             return False
-        # Checked again under the slot's lock: a request that slipped in since is either seen
-        # here (nothing is unloaded) or demands the model after the unload (and reloads it).
-        unloaded = self.slot.unload(
-            only_if=lambda: self.gate.accepted == 0 and self.gate.released == released
-        )
+        unloaded = self.slot.unload(only_if=lambda: self._still_idle(released))
         if unloaded:
             self.unloads += 1
-            self.unloaded = True
             log.info(
                 "model unloaded after idling",
                 extra={"slot": self.slot.name, "idle_s": round(idle_for, 3)},
             )
         self._busy_at = now
         return unloaded
+
+    def _still_idle(self, released: int) -> bool:
+        """Checked under the slot's lock, right before the model goes: a request that slipped
+        in since the tick looked is either seen here (nothing is unloaded) or demands the model
+        after the unload (and loads it again). `unloaded` is set before the state turns cold,
+        so readiness never sees a cold slot it does not know to be idle."""
+        if self.gate.accepted or self.gate.released != released:
+            return False
+        self.unloaded = True
+        return True
 
     async def watch(self) -> None:
         """Tick forever (until cancelled). The unload runs in a thread: releasing a model

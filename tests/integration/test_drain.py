@@ -75,7 +75,10 @@ def log_records(server: ServerProcess) -> list[dict[str, Any]]:
     records = []
     for line in server.log.splitlines():
         if line.startswith("{"):
-            records.append(json.loads(line))
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # the line being written as we read
+                continue
     return records
 
 
@@ -84,6 +87,17 @@ def index_of(records: list[dict[str, Any]], message: str) -> int:
         if record["msg"] == message:
             return index
     raise AssertionError(f"no log record {message!r}")
+
+
+def wait_log(server: ServerProcess, message: str, timeout: float = 10) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        records = [record for record in log_records(server) if record["msg"] == message]
+        if records:
+            return records[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no log record {message!r} within {timeout}s")
+        time.sleep(0.05)
 
 
 def start(env: dict[str, str]) -> ServerProcess:
@@ -207,8 +221,8 @@ def test_idle_unload_releases_the_model_and_a_request_loads_it_again(
     readyz = server.get("/readyz")
     assert readyz.status_code == 200
     assert readyz.json() == {"ready": True, "status": "cold"}
-    records = log_records(server)
-    assert records[index_of(records, "model unloaded after idling")]["idle_s"] >= IDLE_S
+    unloaded = wait_log(server, "model unloaded after idling")  # logged once the memory is back
+    assert unloaded["idle_s"] >= IDLE_S
 
     again = server.post("/generate", json={**SMALL, "prompt": "reload", "seed": 3})
     assert again.status_code == 200, again.text
