@@ -35,3 +35,9 @@ test-unit: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks (ratios against baselines in one run; writes bench/results/). Generates a ~2 GB
+# SD-1.5-shaped model on first use.
+bench: model
+	$(BIN)/python -m bench.core
+	$(BIN)/python -m bench.suite

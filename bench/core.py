@@ -48,7 +48,9 @@ def uvicorn_app(module: str, env: dict[str, str]) -> tuple[float, float]:
         stop(proc)
 
 
-def thaw_start(env: dict[str, str], probe_interval: float | None) -> tuple[float, float, list[float]]:
+def thaw_start(
+    env: dict[str, str], probe_interval: float | None
+) -> tuple[float, float, list[float]]:
     """Spawn thaw; return (to first /livez, to /readyz 200, /livez latencies while loading).
 
     /readyz is polled every 50 ms (a probe is not free: each answer takes the GIL from the
@@ -98,7 +100,8 @@ def warm_path(env: dict[str, str], repeats: int) -> tuple[list[float], list[floa
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    assert baseline.stdin is not None and baseline.stdout is not None
+    assert baseline.stdin is not None
+    assert baseline.stdout is not None
     body = {"prompt": "a lighthouse", "num_inference_steps": STEPS, "width": SIZE, "height": SIZE}
     try:
         if baseline.stdout.readline().strip() != "ready":

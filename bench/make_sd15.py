@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "infra" / "scripts"))
 
-from build_tiny_model import MARKER, default_output, write_tokenizer_files  # noqa: E402
+from build_tiny_model import MARKER, default_output, write_tokenizer_files
 
 
 def default_sd15_output() -> Path:

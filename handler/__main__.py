@@ -23,6 +23,7 @@ from runtime.logs import configure_logging
 
 log = logging.getLogger("thaw.server")
 
+
 class DrainingServer(uvicorn.Server):
     """A uvicorn server whose stop signals start a drain instead of stopping at once.
 
