@@ -48,13 +48,13 @@ def render(request: Request, served: Served[GeneratedImage], request_id: str) ->
     image = served.value
     headers = {
         "X-Seed": str(image.seed),
-        "X-Request-Id": request_id,
         "Server-Timing": server_timing(served),
     }
     if wants_json(request):
         body = {
             "image": base64.b64encode(image.png).decode("ascii"),
             "seed": image.seed,
+            "request_id": request_id,
             "width": image.width,
             "height": image.height,
             "timings": {

@@ -35,6 +35,8 @@ class ServerProcess:
             "THAW_HOST": "127.0.0.1",
             "THAW_PORT": str(self.port),
             "PYTHONUNBUFFERED": "1",
+            # One intra-op thread: several servers and the test client share this machine's cores.
+            "THAW_TORCH_THREADS": "1",
             **env,
         }
         self.module = module

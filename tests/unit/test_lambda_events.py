@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,16 @@ EVENTS = Path(__file__).resolve().parents[1] / "fixtures" / "events"
 def load(name: str) -> dict[str, Any]:
     event: dict[str, Any] = json.loads((EVENTS / name).read_text())
     return event
+
+
+@pytest.fixture(autouse=True)
+def event_loop_for_mangum() -> Iterator[None]:
+    """Mangum adopts the current event loop (else makes one it never closes); lend one, close it."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
 
 
 @pytest.mark.parametrize(
