@@ -183,35 +183,56 @@ def resolve_loader(config: Config) -> PipelineLoader:
     return loader
 
 
+def batch_key(params: GenerationParams) -> tuple[int, float, int | None, int | None]:
+    """Requests with equal keys can share one pipeline call (prompts and seeds may differ)."""
+    return (params.steps, params.guidance, params.width, params.height)
+
+
 def generate(loaded: LoadedPipeline, params: GenerationParams) -> GeneratedImage:
     """Run one generation and encode it as PNG. Blocking: call it from a worker thread."""
+    return generate_batch(loaded, [params])[0]
+
+
+def generate_batch(loaded: LoadedPipeline, batch: list[GenerationParams]) -> list[GeneratedImage]:
+    """Run requests with one `batch_key` as one pipeline call, one generator per request, so
+    each image is the one its seed gives alone. Blocking: call it from a worker thread."""
     import torch
 
+    first = batch[0]
+    if any(batch_key(params) != batch_key(first) for params in batch):
+        raise ValueError("a batch mixes sizes, steps or guidance")
     started = time.perf_counter()
-    # A CPU generator gives the same image for the same seed on every device.
-    generator = torch.Generator("cpu").manual_seed(params.seed)
+    # CPU generators give the same image for the same seed on every device.
+    generators = [torch.Generator("cpu").manual_seed(params.seed) for params in batch]
+    negative = [params.negative_prompt for params in batch]
     with torch.inference_mode():
         result = loaded.pipe(
-            prompt=params.prompt,
-            negative_prompt=params.negative_prompt,
-            num_inference_steps=params.steps,
-            guidance_scale=params.guidance,
-            width=params.width,
-            height=params.height,
-            generator=generator,
+            prompt=[params.prompt for params in batch],
+            # diffusers reads no negative prompt as "" for every item of a batch.
+            negative_prompt=None if not any(negative) else [text or "" for text in negative],
+            num_inference_steps=first.steps,
+            guidance_scale=first.guidance,
+            width=first.width,
+            height=first.height,
+            generator=generators if len(batch) > 1 else generators[0],
             output_type="pil",
         )
-    image: Image = result.images[0]
     inferred = time.perf_counter()
-    png = encode_png(image)
-    return GeneratedImage(
-        png=png,
-        width=image.width,
-        height=image.height,
-        seed=params.seed,
-        inference_s=inferred - started,
-        encode_s=time.perf_counter() - inferred,
-    )
+    images: list[GeneratedImage] = []
+    for params, image in zip(batch, result.images, strict=True):
+        encode_started = time.perf_counter()
+        png = encode_png(image)
+        images.append(
+            GeneratedImage(
+                png=png,
+                width=image.width,
+                height=image.height,
+                seed=params.seed,
+                inference_s=inferred - started,
+                encode_s=time.perf_counter() - encode_started,
+            )
+        )
+    return images
 
 
 def encode_png(image: Image) -> bytes:

@@ -12,7 +12,10 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import deque
+from collections.abc import Hashable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 from runtime.errors import Draining, Overloaded, QueueTimeout
 from runtime.notify import Notifier
@@ -20,12 +23,21 @@ from runtime.notify import Notifier
 
 @dataclass(eq=False)
 class Ticket:
-    """One accepted request's place in the gate."""
+    """One accepted request's place in the gate.
+
+    A ticket with a `batch_key` may be taken by the ticket whose turn came (the leader) to ride in
+    its batch: it is then granted without a concurrency slot of its own, and its result comes
+    through `outcome`, which the leader's run fills.
+    """
 
     id: str
     granted: bool = False
     released: bool = False
     waiting: bool = field(default=False)
+    batch_key: Hashable | None = None
+    item: Any = None
+    rider: bool = False
+    outcome: Future[Any] | None = None
 
 
 class AdmissionGate:
@@ -41,6 +53,7 @@ class AdmissionGate:
         self._accepted: dict[str, Ticket] = {}
         self._turns: deque[Ticket] = deque()
         self._running = 0
+        self._riding = 0
         self._closed = False
         self._released = 0
         self._served_seconds_ewma: float | None = None
@@ -49,14 +62,21 @@ class AdmissionGate:
 
     @property
     def running(self) -> int:
+        """Requests being served now, riders in a batch included."""
         with self._lock:
-            return self._running
+            return self._running + self._riding
 
     @property
     def queued(self) -> int:
         """Accepted requests not running yet (waiting for the model or for their turn)."""
         with self._lock:
-            return len(self._accepted) - self._running
+            return len(self._accepted) - self._running - self._riding
+
+    @property
+    def waiting_turn(self) -> int:
+        """Accepted requests whose model is ready and who wait for their turn."""
+        with self._lock:
+            return len(self._turns)
 
     @property
     def accepted(self) -> int:
@@ -124,7 +144,9 @@ class AdmissionGate:
             ticket.released = True
             self._released += 1
             self._accepted.pop(ticket.id, None)
-            if ticket.granted:
+            if ticket.rider:
+                self._riding -= 1
+            elif ticket.granted:
                 self._running -= 1
             elif ticket.waiting:
                 with contextlib.suppress(ValueError):
@@ -136,6 +158,28 @@ class AdmissionGate:
                 )
             self._grant()
             self._notifier.notify_all()
+
+    def waiting_with(self, batch_key: Hashable) -> int:
+        """How many tickets with this batch key wait for their turn."""
+        with self._lock:
+            return sum(1 for ticket in self._turns if ticket.batch_key == batch_key)
+
+    def take_riders(self, leader: Ticket, most: int) -> list[Ticket]:
+        """Grant up to `most` waiting tickets with the leader's batch key, oldest first, as
+        riders in the leader's batch. Each gets an `outcome` future for its result."""
+        if leader.batch_key is None or most <= 0:
+            return []
+        with self._lock:
+            riders = [t for t in self._turns if t.batch_key == leader.batch_key][:most]
+            for ticket in riders:
+                self._turns.remove(ticket)
+                ticket.rider = True
+                ticket.granted = True
+                ticket.outcome = Future()
+                self._riding += 1
+            if riders:
+                self._notifier.notify_all()
+            return riders
 
     # -- stopping ----------------------------------------------------------------------------------
 

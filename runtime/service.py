@@ -11,13 +11,13 @@ import asyncio
 import itertools
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from runtime.admission import AdmissionGate
+from runtime.admission import AdmissionGate, Ticket
 from runtime.clock import SYSTEM_CLOCK, Clock
 from runtime.errors import DeadlineExceeded, Draining, InferenceFailed, ThawError
 from runtime.idle import IdleUnloader
@@ -31,6 +31,12 @@ log = logging.getLogger("thaw.service")
 
 M = TypeVar("M")
 R = TypeVar("R")
+P = TypeVar("P")
+
+
+def _each(model: Any, works: list[Callable[[Any], Any]]) -> list[Any]:
+    """The batch function of `Service.run`: each work item called with the model."""
+    return [work(model) for work in works]
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class Served(Generic[R]):
     queue_s: float
     run_s: float
     cold: bool
+    batch_size: int = 1
 
 
 class Service(Generic[M]):
@@ -138,9 +145,26 @@ class Service(Generic[M]):
         If the drain deadline passes first (`cut_off`), the request is answered `Draining`; a
         thread already running the work finishes unobserved and then releases its place.
         """
+        return await self.run_item(work, batch=_each, key=None, request_id=request_id)
+
+    async def run_item(
+        self,
+        item: P,
+        *,
+        batch: Callable[[M, list[P]], list[R]],
+        key: Hashable | None,
+        request_id: str | None = None,
+    ) -> Served[R]:
+        """Run `batch(model, [item])` in a worker thread under admission and deadlines.
+
+        With `max_batch > 1`, queued items with the same `key` (None: never batched) join the
+        call of the one whose turn came, up to `max_batch` items, after waiting up to
+        `batch_window_ms` for companions: `batch` then gets several items and returns one result
+        per item, in order. Answered `Draining` once the drain deadline passes (`cut_off`).
+        """
         if self._cut:
             raise Draining("the server is shutting down", retry_after=1)
-        attempt = asyncio.ensure_future(self._run(work, request_id=request_id))
+        attempt = asyncio.ensure_future(self._run(item, batch, key, request_id))
         cut = asyncio.ensure_future(self._cut_signal.wait_for_async(lambda: self._cut, None))
         try:
             await asyncio.wait({attempt, cut}, return_when=asyncio.FIRST_COMPLETED)
@@ -157,23 +181,37 @@ class Service(Generic[M]):
             attempt.exception()  # retrieved: it lost the race and its outcome is not the answer
         raise Draining("cut off at the drain deadline: the server is shutting down", retry_after=1)
 
-    async def _run(self, work: Callable[[M], R], *, request_id: str | None) -> Served[R]:
+    async def _run(
+        self,
+        item: P,
+        batch: Callable[[M, list[P]], list[R]],
+        key: Hashable | None,
+        request_id: str | None,
+    ) -> Served[R]:
         settings = self.settings
         arrived = self._clock.monotonic()
         cold = not self.slot.ready
         ticket = self.gate.reserve(request_id or self.new_request_id())
+        ticket.item = item
+        ticket.batch_key = key if settings.max_batch > 1 else None
         handed_off = False
         try:
             model = await self.slot.aget(timeout=settings.warm_wait_s)
             queue_left = settings.queue_timeout_s - (self._clock.monotonic() - arrived)
             await self.gate.wait_turn(ticket, timeout=max(0.0, queue_left))
+            if ticket.rider:
+                # Taken into another request's batch, which fills `outcome` and releases us.
+                handed_off = True
+                assert ticket.outcome is not None
+                outcome: Future[tuple[Any, int]] = ticket.outcome
+            else:
+                await self._wait_for_companions(ticket)
+                outcome = self._submit(model, ticket, batch)
+                handed_off = True
             started = self._clock.monotonic()
-            future = self._executor.submit(work, model)
-            future.add_done_callback(lambda f: self._finished(f, ticket, started))
-            handed_off = True
-            waiter = asyncio.wrap_future(future)
+            waiter = asyncio.wrap_future(outcome)
             # asyncio.wait never cancels the thread's future: a timed-out or disconnected request
-            # leaves the work to finish, and its place is released by _finished when it does.
+            # leaves the work to finish, and its place is released when it does.
             done, _ = await asyncio.wait({waiter}, timeout=settings.request_timeout_s)
             if not done:
                 raise DeadlineExceeded(
@@ -181,7 +219,7 @@ class Service(Generic[M]):
                     retry_after=self.gate.retry_after(),
                 )
             try:
-                value = waiter.result()
+                value, batch_size = waiter.result()
             except ThawError:
                 raise
             except Exception as exc:
@@ -194,6 +232,7 @@ class Service(Generic[M]):
                 queue_s=started - arrived,
                 run_s=self._clock.monotonic() - started,
                 cold=cold,
+                batch_size=batch_size,
             )
             self.telemetry.observe_served(served.queue_s, served.run_s, cold=cold)
             return served
@@ -201,14 +240,48 @@ class Service(Generic[M]):
             if not handed_off:
                 self.gate.release(ticket)
 
-    def _finished(self, future: Future[Any], ticket: Any, started: float) -> None:
-        seconds = self._clock.monotonic() - started
-        with self._lock:
-            if future.exception() is None:
-                self._served += 1
-            else:
-                self._failed += 1
-        self.gate.release(ticket, served_seconds=seconds)
+    async def _wait_for_companions(self, leader: Ticket) -> None:
+        """Give requests for the same batch a short window to arrive (batching on only)."""
+        wanted = self.settings.max_batch - 1
+        window = self.settings.batch_window_ms / 1000
+        if leader.batch_key is None or window <= 0:
+            return
+        if self.gate.waiting_with(leader.batch_key) < wanted:
+            await asyncio.sleep(window)
+
+    def _submit(
+        self, model: M, leader: Ticket, batch: Callable[[M, list[Any]], list[Any]]
+    ) -> Future[tuple[Any, int]]:
+        """Start the leader's call in a worker thread with whichever riders it can take; the
+        callback hands each its result and gives every place back when the thread ends."""
+        group = [leader, *self.gate.take_riders(leader, self.settings.max_batch - 1)]
+        own: Future[tuple[Any, int]] = Future()
+        started = self._clock.monotonic()
+
+        def finished(future: Future[list[Any]]) -> None:
+            seconds = self._clock.monotonic() - started
+            error = future.exception()
+            results: list[Any] = [] if error is not None else list(future.result())
+            if error is None and len(results) != len(group):
+                error = RuntimeError(f"the batch gave {len(results)} results for {len(group)}")
+            with self._lock:
+                if error is None:
+                    self._served += len(group)
+                else:
+                    self._failed += len(group)
+            for index, ticket in enumerate(group):
+                target = own if ticket is leader else ticket.outcome
+                assert target is not None
+                if error is not None:
+                    target.set_exception(error)
+                else:
+                    target.set_result((results[index], len(group)))
+            for ticket in group:
+                self.gate.release(ticket, served_seconds=seconds if ticket is leader else None)
+
+        future = self._executor.submit(batch, model, [ticket.item for ticket in group])
+        future.add_done_callback(finished)
+        return own
 
     # -- stopping --------------------------------------------------------------------------------
 

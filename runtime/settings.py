@@ -166,6 +166,8 @@ class Settings:
     drain_delay_s: float = 0.0
     drain_timeout_s: float = 60.0
     idle_unload_s: float = 0.0
+    max_batch: int = 1
+    batch_window_ms: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -228,6 +230,8 @@ class Settings:
             drain_delay_s=drain_delay_s,
             drain_timeout_s=drain_timeout_s,
             idle_unload_s=env.number("IDLE_UNLOAD_S", 0.0),
+            max_batch=env.integer("MAX_BATCH", 1, minimum=1, maximum=64),
+            batch_window_ms=env.number("BATCH_WINDOW_MS", 10.0, maximum=10_000.0),
         )
 
     def retry_policy_args(self) -> dict[str, float | int]:

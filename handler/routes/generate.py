@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from handler.auth import require_api_key
-from handler.pipeline import GeneratedImage, GenerationParams, LoadedPipeline, generate
+from handler.pipeline import GeneratedImage, GenerationParams, batch_key, generate_batch
 from handler.schemas import GenerateRequestBase
 from handler.state import AppState
 from runtime.service import Served
@@ -48,6 +48,7 @@ def render(request: Request, served: Served[GeneratedImage], request_id: str) ->
     image = served.value
     headers = {
         "X-Seed": str(image.seed),
+        "X-Batch-Size": str(served.batch_size),
         "Server-Timing": server_timing(served),
     }
     if wants_json(request):
@@ -61,6 +62,7 @@ def render(request: Request, served: Served[GeneratedImage], request_id: str) ->
                 "queue_s": round(served.queue_s, 4),
                 "inference_s": round(image.inference_s, 4),
                 "encode_s": round(image.encode_s, 4),
+                "batch_size": served.batch_size,
             },
         }
         return JSONResponse(body, headers=headers)
@@ -73,10 +75,9 @@ async def serve(request: Request, params: GenerationParams) -> Response:
     if state.config.runtime.log_prompts:
         log.info("prompt", extra={"request_id": request_id, "prompt": params.prompt})
 
-    def work(loaded: LoadedPipeline) -> GeneratedImage:
-        return generate(loaded, params)
-
-    served = await state.service.run(work, request_id=request_id)
+    served = await state.service.run_item(
+        params, batch=generate_batch, key=batch_key(params), request_id=request_id
+    )
     return render(request, served, request_id)
 
 

@@ -22,9 +22,11 @@ class _OutOfMemoryOnCue:
         self._pipe = pipe
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("prompt") == "__slow__":
+        prompt = kwargs.get("prompt")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+        if "__slow__" in prompts:
             time.sleep(float(os.environ.get("THAW_TEST_SLOW_S", "4")))
-        if kwargs.get("prompt") == "__oom__":
+        if "__oom__" in prompts:
             import torch
 
             raise torch.cuda.OutOfMemoryError(
