@@ -17,6 +17,7 @@ from mangum import Mangum
 
 from handler.app import build_service, create_app
 from handler.config import Config
+from runtime.emf import EmfWriter
 from runtime.lambda_adapter import LambdaAdapter
 from runtime.lambda_events import InitType
 from runtime.logs import configure_logging
@@ -47,6 +48,7 @@ def build_adapter(config: Config) -> LambdaAdapter:
         max_wait_s=settings.warm_wait_s,
         max_response_bytes=settings.lambda_max_response_bytes,
         no_wait_paths=PROBE_PATHS,
+        metrics=EmfWriter(namespace=settings.metrics_namespace) if settings.emf else None,
     )
 
 

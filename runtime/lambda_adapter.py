@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from runtime.clock import SYSTEM_CLOCK, Clock
+from runtime.emf import MILLISECONDS, SECONDS, EmfWriter, Metric, server_timing
 from runtime.errors import ThawError
 from runtime.lambda_events import (
     MAX_RESPONSE_BYTES,
@@ -56,6 +57,7 @@ class LambdaAdapter:
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         no_wait_paths: Collection[str] = (),
         clock: Clock = SYSTEM_CLOCK,
+        metrics: EmfWriter | None = None,
     ) -> None:
         self.slot = slot
         self.http = http
@@ -65,6 +67,9 @@ class LambdaAdapter:
         self.max_response_bytes = max_response_bytes
         self.no_wait_paths = frozenset(no_wait_paths)
         self._clock = clock
+        self.metrics = metrics
+        self._invocations = 0
+        self._load_reported = False
 
     def init(self, init_type: InitType, policy: PreloadPolicy) -> None:
         """Start the model once per execution environment, as the INIT type allows.
@@ -93,10 +98,15 @@ class LambdaAdapter:
         return budget
 
     def __call__(self, event: Any, context: LambdaContext) -> Any:
+        started = self._clock.monotonic()
+        self._invocations += 1
+        first = self._invocations == 1
         budget = self.budget_s(context)
         classified = classify(event)
         if classified.kind is EventKind.WARMUP and classified.warmup is not None:
-            return self.warmer.handle(classified.warmup, budget_s=budget, target=_target(context))
+            reply = self.warmer.handle(classified.warmup, budget_s=budget, target=_target(context))
+            self._report_warmup(reply, first, context)
+            return reply
         if classified.kind is EventKind.UNSUPPORTED:
             log.warning("unsupported event", extra={"reason": classified.reason})
             return error_result(
@@ -104,9 +114,81 @@ class LambdaAdapter:
                 "this function answers HTTP events (function URL, API Gateway, ALB) and warm-up "
                 f"pings; this event is neither ({classified.reason})",
             )
-        if http_path(event) not in self.no_wait_paths:
+        path = http_path(event)
+        waited = 0.0
+        if path not in self.no_wait_paths:
+            before = self._clock.monotonic()
             self._wait_for_model(budget)
-        return within_payload_limit(self.http(event, context), self.max_response_bytes)
+            waited = self._clock.monotonic() - before
+        result = within_payload_limit(self.http(event, context), self.max_response_bytes)
+        self._report_http(result, path, first, waited, self._clock.monotonic() - started, context)
+        return result
+
+    # -- CloudWatch metrics (EMF log lines) -----------------------------------------------------
+
+    def _report_http(
+        self,
+        result: Any,
+        path: str | None,
+        first: bool,
+        waited_s: float,
+        seconds: float,
+        context: LambdaContext,
+    ) -> None:
+        if self.metrics is None:
+            return
+        self._report_load()
+        status = int(result.get("statusCode", 0)) if isinstance(result, dict) else 0
+        headers = (result.get("headers") or {}) if isinstance(result, dict) else {}
+        timing = server_timing(
+            next((v for k, v in headers.items() if k.lower() == "server-timing"), None)
+        )
+        metrics = [
+            Metric("Requests", 1),
+            Metric("ServerErrors", int(status >= 500 and status != 503)),
+            Metric("Refused", int(status in (429, 503))),
+            Metric("ColdStartRequests", int(first)),
+            Metric("Latency", round(seconds * 1000, 3), MILLISECONDS),
+            Metric("ModelWait", round(waited_s * 1000, 3), MILLISECONDS),
+        ]
+        for name, key in (("QueueTime", "queue"), ("InferenceTime", "inference")):
+            if key in timing:
+                metrics.append(Metric(name, timing[key], MILLISECONDS))
+        properties = {
+            "request_id": getattr(context, "aws_request_id", None),
+            "path": path,
+            "status": status,
+            "cold_start": first,
+            "state": self.slot.state.public_name,
+        }
+        self.metrics.emit(metrics, properties=properties)
+
+    def _report_warmup(self, reply: Any, first: bool, context: LambdaContext) -> None:
+        if self.metrics is None:
+            return
+        self._report_load()
+        warm = bool(reply.get("warm")) if isinstance(reply, dict) else False
+        self.metrics.emit(
+            [Metric("WarmupPings", 1), Metric("ColdStartWarmups", int(first))],
+            properties={
+                "request_id": getattr(context, "aws_request_id", None),
+                "warm": warm,
+                "cold_start": first,
+            },
+        )
+
+    def _report_load(self) -> None:
+        """Once per environment, after the load: its duration and each phase's."""
+        if self._load_reported or self.metrics is None or not self.slot.ready:
+            return
+        self._load_reported = True
+        snapshot = self.slot.snapshot()
+        metrics = [Metric("LoadTime", round(snapshot.load_seconds or 0.0, 4), SECONDS)]
+        for phase in snapshot.phases:
+            if phase.get("seconds") is not None:
+                name = "Load" + "".join(part.title() for part in str(phase["name"]).split("_"))
+                metrics.append(Metric(name, phase["seconds"], SECONDS))
+        self.metrics.emit(metrics, properties={"load_attempts": snapshot.load_attempts})
 
     def _wait_for_model(self, budget: float) -> None:
         """Wait for (or start) the load, but only while the invocation's time allows.

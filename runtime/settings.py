@@ -168,6 +168,9 @@ class Settings:
     idle_unload_s: float = 0.0
     max_batch: int = 1
     batch_window_ms: float = 10.0
+    prefetch: bool = True
+    emf: bool = True
+    metrics_namespace: str = "thaw"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -232,6 +235,9 @@ class Settings:
             idle_unload_s=env.number("IDLE_UNLOAD_S", 0.0),
             max_batch=env.integer("MAX_BATCH", 1, minimum=1, maximum=64),
             batch_window_ms=env.number("BATCH_WINDOW_MS", 10.0, maximum=10_000.0),
+            prefetch=env.flag("PREFETCH", True),
+            emf=env.flag("EMF", True),
+            metrics_namespace=env.string("METRICS_NAMESPACE", "thaw"),
         )
 
     def retry_policy_args(self) -> dict[str, float | int]:
