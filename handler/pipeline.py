@@ -90,9 +90,10 @@ def choose_dtype(requested: str, device: str) -> str:
 
 def cpu_threads(requested: int) -> int:
     """Intra-op threads for CPU inference: the setting, else every core this process may use but
-    one. torch's default (every core) collapses when anything else wants a core: bench/threads
-    measured 1.9x slower generations with 2 threads than with 1 on 2 cores with one neighbour,
-    and no gain when idle. The spare core keeps the event loop, a load or a neighbour going."""
+    one. torch's default (every core) collapses when anything else wants a core: on 2 cores with
+    one busy neighbour, bench/threads measured 2 threads 1.9x (128 px) and 2.2x (320 px) slower
+    than 1, against a 0-1.26x gain when idle. The spare core keeps the event loop, a concurrent
+    load or a neighbour going; on many cores it costs one core in n."""
     if requested > 0:
         return requested
     try:
