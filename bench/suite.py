@@ -11,13 +11,15 @@ cache warm and cold (weights evicted with posix_fadvise DONTNEED before each run
   - a bare FastAPI app: spawn -> first /livez (the floor for listening).
 Variants are interleaved run by run; medians are reported with ratios to the baselines.
 Then, on the tiny model: /livez latency while loading and while generating, and throughput with
-p50/p95 latency at concurrency 1, 4, 8 and 16, and at 8 with micro-batching. Writes bench/results/suite.md and suite.png.
+p50/p95 latency at concurrency 1, 4, 8 and 16, and at 8 with micro-batching. Writes
+bench/results/suite.md and suite.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import subprocess
@@ -264,6 +266,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--skip-sd15", action="store_true")
     parser.add_argument("--per-level", type=int, default=32)
+    parser.add_argument(
+        "--samples", type=Path, help="reuse the cold-start samples a previous run saved"
+    )
     args = parser.parse_args()
     subprocess.run([python(), "infra/scripts/build_tiny_model.py"], cwd=ROOT, check=True)
     models: dict[str, tuple[Path, dict[str, Any], dict[str, str]]] = {
@@ -275,8 +280,12 @@ def main() -> None:
         models["sd15"] = (default_sd15_output(), SD15_IMAGE, {"THAW_DTYPE": "float16"})
 
     samples = Samples()
-    keys = []
-    for run in range(args.runs):
+    keys: list[str] = []
+    saved = RESULTS / "suite-samples.json"
+    if args.samples is not None:
+        stored = json.loads(args.samples.read_text())
+        samples.values, keys = stored["values"], stored["keys"]
+    for run in range(args.runs if args.samples is None else 0):
         bare_listen(samples)
         for name, (folder, image, extra) in models.items():
             env = {"THAW_MODEL": str(folder), **extra}
@@ -294,6 +303,8 @@ def main() -> None:
                     else:
                         thaw_lazy_first_image(env, image, samples, key)
         print(f"run {run + 1}/{args.runs} done", flush=True)
+        RESULTS.mkdir(exist_ok=True)
+        saved.write_text(json.dumps({"values": samples.values, "keys": keys}), encoding="utf-8")
 
     tiny_env = {"THAW_MODEL": str(models["tiny"][0])}
     loading = livez_while_loading(tiny_env)
