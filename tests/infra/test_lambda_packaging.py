@@ -102,6 +102,38 @@ def test_the_function_may_invoke_itself_for_fan_out() -> None:
     assert all(name in resource["Fn::Sub"] for resource in fan_out["Resource"])
 
 
+def test_the_role_is_least_privilege() -> None:
+    """The role may invoke only this function (fan-out), read only the model bucket when one is
+    given, and write logs (SAM's basic execution role): no wildcard action or resource."""
+    template = cfn_yaml.load(str(TEMPLATE))
+    props = function()["Properties"]
+    assert "Role" not in props  # SAM makes the role from `Policies` (plus basic logging)
+    inline, conditional = props["Policies"]
+    for statement in inline["Statement"]:
+        actions = (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+        assert all("*" not in action for action in actions), statement
+        assert statement["Resource"] != "*"
+        assert "*" not in json.dumps(statement["Resource"]).replace(":*", "")
+    assert {s["Sid"] for s in inline["Statement"]} == {"WarmupFanOut"}
+    condition, when_given, otherwise = conditional["Fn::If"]
+    assert template["Conditions"][condition]  # only with a ModelBucket parameter
+    assert list(when_given) == ["S3ReadPolicy"]
+    assert when_given["S3ReadPolicy"] == {"BucketName": {"Ref": "ModelBucket"}}
+    assert otherwise == {"Ref": "AWS::NoValue"}
+    resources = template["Resources"]
+    assert not [name for name, r in resources.items() if r["Type"] == "AWS::IAM::Policy"]
+
+
+def test_the_image_runs_as_a_non_root_user() -> None:
+    users = re.findall(r"^USER\s+(\S+)", dockerfile(), flags=re.MULTILINE)
+    assert users, "the Dockerfile sets no USER"
+    final = users[-1].split(":")[0]
+    assert final not in ("root", "0")
+    assert int(final) >= 1000
+
+
 def dockerfile() -> str:
     return DOCKERFILE.read_text()
 
