@@ -24,6 +24,7 @@ from runtime import pagecache
 from runtime.phases import PhaseRecorder
 from runtime.slot import ModelSlot
 from runtime.sources import ModelNotFound, Prefetch, resolve_model
+from runtime.worker import WorkerDied, WorkerProcess
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -40,6 +41,15 @@ class LoadedPipeline:
     dtype: str
     source: str
     default_size: tuple[int, int]
+
+    def summary(self) -> dict[str, Any]:
+        """What a worker process reports to its parent about the pipeline it loaded."""
+        return {
+            "device": self.device,
+            "dtype": self.dtype,
+            "source": self.source,
+            "default_size": self.default_size,
+        }
 
 
 @dataclass(frozen=True)
@@ -174,8 +184,37 @@ def _default_size(pipe: Any) -> tuple[int, int]:
     return side, side
 
 
+def load_in_worker(config: Config, phases: PhaseRecorder) -> LoadedPipeline:
+    """`THAW_WORKER=process`: load the pipeline in a child process (see runtime.worker); this
+    process never imports torch. The child reads the same settings from the environment."""
+    env = {**os.environ, "THAW_WORKER": "thread"}
+    with phases.phase("worker_start"):
+        worker = WorkerProcess("handler.pipeline:load_from_env", env=env)
+    log.info("model worker started", extra={"pid": worker.pid})
+    summary = worker.wait_loaded(phases)
+    return LoadedPipeline(
+        pipe=worker,
+        device=summary["device"],
+        dtype=summary["dtype"],
+        source=summary["source"],
+        default_size=tuple(summary["default_size"]),
+    )
+
+
+def load_from_env(phases: PhaseRecorder) -> LoadedPipeline:
+    """The worker process's loader: the configured one, from this process's environment."""
+    from runtime.logs import configure_logging
+
+    config = Config.from_env(os.environ)
+    configure_logging(config.runtime.log_level)
+    return resolve_loader(config)(config, phases)
+
+
 def release_pipeline(loaded: LoadedPipeline) -> None:
-    """Drop the pipeline and hand cached GPU memory back to the driver."""
+    """Drop the pipeline and hand cached GPU memory back to the driver (or stop its worker)."""
+    if isinstance(loaded.pipe, WorkerProcess):
+        loaded.pipe.close()
+        return
     device = loaded.device
     del loaded
     gc.collect()
@@ -186,7 +225,10 @@ def release_pipeline(loaded: LoadedPipeline) -> None:
 
 
 def resolve_loader(config: Config) -> PipelineLoader:
-    """`THAW_LOADER=package.module:function` swaps in a custom loader (same signature)."""
+    """`THAW_LOADER=package.module:function` swaps in a custom loader (same signature);
+    `THAW_WORKER=process` runs the loader in a child process."""
+    if config.runtime.worker == "process":
+        return load_in_worker
     if config.runtime.loader is None:
         return load_pipeline
     module_name, _, attr = config.runtime.loader.partition(":")
@@ -207,6 +249,8 @@ def generate(loaded: LoadedPipeline, params: GenerationParams) -> GeneratedImage
 def generate_batch(loaded: LoadedPipeline, batch: list[GenerationParams]) -> list[GeneratedImage]:
     """Run requests with one `batch_key` as one pipeline call, one generator per request, so
     each image is the one its seed gives alone. Blocking: call it from a worker thread."""
+    if isinstance(loaded.pipe, WorkerProcess):
+        return _in_worker(loaded.pipe, batch)
     import torch
 
     first = batch[0]
@@ -243,6 +287,17 @@ def generate_batch(loaded: LoadedPipeline, batch: list[GenerationParams]) -> lis
                 encode_s=time.perf_counter() - encode_started,
             )
         )
+    return images
+
+
+def _in_worker(worker: WorkerProcess, batch: list[GenerationParams]) -> list[GeneratedImage]:
+    try:
+        images: list[GeneratedImage] = worker.call("handler.pipeline:generate_batch", batch)
+    except WorkerDied:
+        # The model went with the process: unload it before answering, so the next request
+        # starts a fresh worker instead of meeting the dead one.
+        PIPELINE.unload()
+        raise
     return images
 
 

@@ -36,23 +36,34 @@ class PhaseRecorder:
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Time the body as phase `name`; a raising body marks the phase failed."""
+        token = self.begin(name)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            self.end(token, failed=failed)
+
+    def begin(self, name: str) -> object:
+        """Start phase `name` by hand (a phase reported by another process); end it with `end`."""
         entry = _Phase(name=name, started=self._clock.monotonic())
         with self._lock:
             self._phases.append(entry)
         log.info("load phase started", extra={"phase": name})
-        try:
-            yield
-        except BaseException:
-            entry.failed = True
-            raise
-        finally:
-            with self._lock:
-                entry.seconds = self._clock.monotonic() - entry.started
-            log.info(
-                "load phase %s",
-                "failed" if entry.failed else "done",
-                extra={"phase": name, "seconds": round(entry.seconds, 3)},
-            )
+        return entry
+
+    def end(self, token: object, *, failed: bool = False) -> None:
+        assert isinstance(token, _Phase)
+        with self._lock:
+            token.failed = failed
+            token.seconds = self._clock.monotonic() - token.started
+        log.info(
+            "load phase %s",
+            "failed" if failed else "done",
+            extra={"phase": token.name, "seconds": round(token.seconds, 3)},
+        )
 
     def progress(self, name: str, **detail: Any) -> None:
         """Attach progress figures (bytes done, rate...) to the phase `name`."""

@@ -126,6 +126,13 @@ def _url(env: EnvReader, name: str) -> str | None:
     return value
 
 
+def _worker(env: EnvReader) -> str:
+    value = env.string("WORKER", "thread").lower()
+    if value not in ("thread", "process"):
+        raise SettingsError(f"THAW_WORKER={value!r} must be thread or process")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """The runtime's settings. Build with `Settings.from_env(os.environ)` at the process edge."""
@@ -170,6 +177,7 @@ class Settings:
     batch_window_ms: float = 10.0
     prefetch: bool = True
     emf: bool = True
+    worker: str = "thread"
     metrics_namespace: str = "thaw"
 
     @classmethod
@@ -237,6 +245,7 @@ class Settings:
             batch_window_ms=env.number("BATCH_WINDOW_MS", 10.0, maximum=10_000.0),
             prefetch=env.flag("PREFETCH", True),
             emf=env.flag("EMF", True),
+            worker=_worker(env),
             metrics_namespace=env.string("METRICS_NAMESPACE", "thaw"),
         )
 

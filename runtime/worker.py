@@ -1,0 +1,213 @@
+"""A model that lives in a child process, so the HTTP process never imports torch.
+
+Importing torch and transformers holds the GIL for long stretches inside single C calls (see the
+README, "Performance"), which no thread switch interval can break: a health probe that arrives then
+waits. With `THAW_WORKER=process` the loader runs in a child started with `python -m
+runtime.worker`, the parent keeps serving probes, and each call to the model is a message over a
+socket pair (pickled arguments and results; one call at a time per worker).
+
+The child reports its load phases as it goes, and they appear in the parent's `PhaseRecorder`
+(so in `/health`). If the child dies, every call fails with `WorkerDied` and the owner unloads the
+model, so the next demand starts a fresh worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from multiprocessing.connection import Connection
+from typing import Any
+
+from runtime.phases import PhaseRecorder
+
+log = logging.getLogger("thaw.worker")
+
+
+class WorkerDied(RuntimeError):
+    """The model's process exited; the call (and the model) is lost."""
+
+
+def resolve(ref: str) -> Callable[..., Any]:
+    """`package.module:function` to the function."""
+    module_name, _, attr = ref.partition(":")
+    found: Callable[..., Any] = getattr(importlib.import_module(module_name), attr)
+    return found
+
+
+class WorkerProcess:
+    """The parent's handle on one child process holding one model."""
+
+    def __init__(self, load_ref: str, *, env: Mapping[str, str] | None = None) -> None:
+        parent, child = socket.socketpair()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "runtime.worker", str(child.fileno()), load_ref],
+                pass_fds=(child.fileno(),),
+                env=dict(os.environ if env is None else env),
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            child.close()
+        self._conn = Connection(parent.detach())
+        self._lock = threading.Lock()
+        self.summary: dict[str, Any] = {}
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def wait_loaded(self, phases: PhaseRecorder) -> dict[str, Any]:
+        """Mirror the child's phases until it reports its model loaded (its summary) or failed."""
+        open_phases: dict[str, object] = {}
+        try:
+            while True:
+                message = self._receive("while loading")
+                kind = message[0]
+                if kind == "begin":
+                    open_phases[message[1]] = phases.begin(message[1])
+                elif kind == "end":
+                    token = open_phases.pop(message[1], None)
+                    if token is not None:
+                        phases.end(token, failed=message[2])
+                elif kind == "progress":
+                    phases.progress(message[1], **message[2])
+                elif kind == "ready":
+                    self.summary = dict(message[1])
+                    return self.summary
+                elif kind == "raise":
+                    raise _rebuild(message[1], message[2])
+        except BaseException:
+            for token in open_phases.values():
+                phases.end(token, failed=True)
+            self.close()
+            raise
+
+    def call(self, func_ref: str, *args: Any) -> Any:
+        """`func(model, *args)` in the child; its exception is raised here."""
+        with self._lock:
+            try:
+                self._conn.send(("call", func_ref, args))
+            except (OSError, ValueError) as exc:
+                raise self._died("before a call") from exc
+            message = self._receive("during a call")
+        if message[0] == "result":
+            return message[1]
+        raise _rebuild(message[1], message[2])
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the child (politely, then by force) and release the socket."""
+        if self._proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                self._conn.send(("stop",))
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._conn.close()
+
+    def _receive(self, when: str) -> tuple[Any, ...]:
+        try:
+            message: tuple[Any, ...] = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            raise self._died(when) from exc
+        return message
+
+    def _died(self, when: str) -> WorkerDied:
+        try:
+            code = self._proc.wait(5)
+        except subprocess.TimeoutExpired:  # its socket broke but it runs on: end it
+            self._proc.kill()
+            code = self._proc.wait()
+        reason = f"signal {-code}" if code < 0 else f"status {code}"
+        return WorkerDied(f"the model worker exited ({reason}) {when}")
+
+
+def _rebuild(error: BaseException | None, text: str) -> BaseException:
+    return error if error is not None else RuntimeError(text)
+
+
+def _portable(exc: BaseException) -> tuple[BaseException | None, str]:
+    """The exception itself when it survives pickling, and its text in any case."""
+    import pickle
+
+    text = f"{type(exc).__name__}: {exc}"
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return None, text
+    return exc, text
+
+
+class _ForwardingPhases(PhaseRecorder):
+    """The child's recorder: every phase event also goes to the parent."""
+
+    def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
+        super().__init__()
+        self._send = send
+
+    def begin(self, name: str) -> object:
+        self._send(("begin", name))
+        return super().begin(name)
+
+    def end(self, token: object, *, failed: bool = False) -> None:
+        super().end(token, failed=failed)
+        self._send(("end", getattr(token, "name", ""), failed))
+
+    def progress(self, name: str, **detail: Any) -> None:
+        super().progress(name, **detail)
+        self._send(("progress", name, detail))
+
+
+def serve(fd: int, load_ref: str) -> None:
+    """The child: load the model, report, then answer calls until told to stop or orphaned."""
+    conn = Connection(fd)
+    sending = threading.Lock()
+
+    def send(message: tuple[Any, ...]) -> None:
+        with sending:
+            conn.send(message)
+
+    try:
+        model = resolve(load_ref)(_ForwardingPhases(send))
+    except BaseException as exc:
+        send(("raise", *_portable(exc)))
+        return
+    describe = getattr(model, "summary", None)
+    send(("ready", describe() if callable(describe) else {}))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if message[0] == "stop":
+            return
+        _, func_ref, args = message
+        try:
+            result = resolve(func_ref)(model, *args)
+        except Exception as exc:
+            send(("raise", *_portable(exc)))
+        else:
+            send(("result", result))
+
+
+def main(argv: list[str]) -> None:
+    # The parent handles SIGINT/SIGTERM and stops the worker when it is done with it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from runtime.logs import configure_logging
+
+    configure_logging(os.environ.get("THAW_LOG_LEVEL", "info"))
+    serve(int(argv[1]), argv[2])
+
+
+if __name__ == "__main__":
+    main(sys.argv)

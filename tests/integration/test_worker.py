@@ -1,0 +1,101 @@
+"""THAW_WORKER=process over real HTTP: the pipeline lives in a child process; probes, generation,
+a killed worker (503 for that request, then a fresh worker) and a clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import ServerProcess
+
+BODY = {"prompt": "a lighthouse", "num_inference_steps": 2, "width": 64, "height": 64, "seed": 7}
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def imports_torch(pid: int) -> bool:
+    return "torch" in (Path("/proc") / str(pid) / "maps").read_text()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(
+        {"THAW_MODEL": str(tiny_model), "THAW_WORKER": "process", "THAW_WARM_WAIT_S": "120"}
+    ).start()
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def test_the_pipeline_lives_in_a_child_and_the_server_never_imports_torch(
+    server: ServerProcess,
+) -> None:
+    assert server.proc is not None
+    (worker,) = children(server.proc.pid)
+    assert imports_torch(worker)
+    assert not imports_torch(server.proc.pid)
+    health = server.get("/health").json()
+    assert health["status"] == "ready"
+    assert health["device"] == "cpu"
+    names = [phase["name"] for phase in health["phases"]]
+    assert names[0] == "worker_start"
+    assert {"import", "build", "to_device"} <= set(names)
+
+
+def test_generation_goes_through_the_worker_and_is_deterministic(server: ServerProcess) -> None:
+    first = server.post("/generate", json=BODY)
+    second = server.post("/generate", json=BODY)
+    assert first.status_code == 200
+    assert first.headers["content-type"] == "image/png"
+    assert first.headers["x-seed"] == "7"
+    assert first.content == second.content
+
+
+def test_a_killed_worker_fails_one_request_then_a_fresh_worker_serves(
+    server: ServerProcess,
+) -> None:
+    assert server.proc is not None
+    (worker,) = children(server.proc.pid)
+    os.kill(worker, signal.SIGKILL)
+    time.sleep(0.2)
+    lost = server.post("/generate", json=BODY)
+    assert lost.status_code == 503
+    assert lost.json()["error"]["code"] == "inference_failed"
+    assert "worker exited" in lost.json()["error"]["message"]
+    again = server.post("/generate", json=BODY)  # waits for the new worker's load
+    assert again.status_code == 200
+    (replacement,) = children(server.proc.pid)
+    assert replacement != worker
+    health = server.get("/health").json()
+    assert health["status"] == "ready"
+    assert health["loads_completed"] == 2
+
+
+def test_stopping_the_server_stops_the_worker(tiny_model: Path) -> None:
+    process = ServerProcess({"THAW_MODEL": str(tiny_model), "THAW_WORKER": "process"}).start()
+    try:
+        process.wait_ready()
+        assert process.proc is not None
+        (worker,) = children(process.proc.pid)
+    finally:
+        code = process.stop()
+    assert code == 0
+    assert not Path(f"/proc/{worker}").exists()

@@ -1,0 +1,42 @@
+"""A stand-in model for runtime.worker tests: loads in phases, echoes, raises or dies on cue."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from runtime.phases import PhaseRecorder
+
+
+@dataclass
+class Model:
+    pid: int
+
+    def summary(self) -> dict[str, object]:
+        return {"pid": self.pid}
+
+
+def load(phases: PhaseRecorder) -> Model:
+    with phases.phase("import"):
+        time.sleep(0.05)
+    with phases.phase("build"):
+        phases.progress("build", bytes_done=10, bytes_total=10)
+    return Model(pid=os.getpid())
+
+
+def load_fails(phases: PhaseRecorder) -> Model:
+    with phases.phase("build"):
+        raise FileNotFoundError("no weights at /nowhere")
+
+
+def echo(model: Model, value: object) -> tuple[int, object]:
+    return model.pid, value
+
+
+def boom(model: Model) -> None:
+    raise ValueError("bad input for this model")
+
+
+def die(model: Model) -> None:
+    os._exit(3)
