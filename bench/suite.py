@@ -46,7 +46,8 @@ from runtime.pagecache import evict, weight_files
 
 RESULTS = ROOT / "bench" / "results"
 SMALL_IMAGE = {"num_inference_steps": 1, "width": 64, "height": 64}
-SD15_IMAGE = {"num_inference_steps": 1, "width": 256, "height": 256}
+# fp16 inference on a CPU takes minutes per image: the SD-1.5-sized model is timed to ready only.
+SD15_IMAGE = None
 
 
 @dataclass
@@ -64,20 +65,44 @@ class Samples:
         return median(found) if found else None
 
 
-def thaw_cold_start(env: dict[str, str], image: dict[str, Any], samples: Samples, key: str) -> None:
-    """One spawn of thaw: first /livez, load phases, /readyz, first image."""
+def rss_tree_mib(pid: int) -> float:
+    """Resident memory of a process and its children (a model worker), in MiB."""
+    total = 0
+    pids = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                pids.append(int(entry.name))
+    for each in pids:
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def thaw_cold_start(
+    env: dict[str, str], image: dict[str, Any] | None, samples: Samples, key: str, variant: str
+) -> None:
+    """One spawn of thaw: first /livez, load phases, /readyz, memory, first image."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     proc = spawn([python(), "-m", "handler"], {**env, "THAW_PORT": str(port)})
     try:
-        samples.add(f"{key}/thaw/livez", wait_status(f"{base}/livez", started))
-        samples.add(f"{key}/thaw/ready", wait_status(f"{base}/readyz", started, 600, 0.05))
+        samples.add(f"{key}/{variant}/livez", wait_status(f"{base}/livez", started))
+        samples.add(f"{key}/{variant}/ready", wait_status(f"{base}/readyz", started, 900, 0.05))
+        samples.add(f"{key}/{variant}/rss_mib", rss_tree_mib(proc.pid))
         with httpx.Client(base_url=base, timeout=600) as client:
-            for phase in client.get("/health").json()["phases"]:
-                samples.add(f"{key}/phase/{phase['name']}", phase["seconds"])
-            client.post("/generate", json={"prompt": "first", **image}).raise_for_status()
-        samples.add(f"{key}/thaw/first_image", time.monotonic() - started)
+            if variant == "thaw":
+                for phase in client.get("/health").json()["phases"]:
+                    samples.add(f"{key}/phase/{phase['name']}", phase["seconds"])
+            if image is not None:
+                client.post("/generate", json={"prompt": "first", **image}).raise_for_status()
+                samples.add(f"{key}/{variant}/first_image", time.monotonic() - started)
     finally:
         stop(proc)
 
@@ -212,9 +237,9 @@ def ratio(a: float | None, b: float | None) -> str:
 def anatomy_rows(samples: Samples, keys: list[str]) -> list[str]:
     rows = []
     for key in keys:
-        phases = sorted(
-            {name.split("/")[-1] for name in samples.values if name.startswith(f"{key}/phase/")}
-        )
+        phases = [  # in the order /health reported them
+            name.split("/")[-1] for name in samples.values if name.startswith(f"{key}/phase/")
+        ]
         phase_text = ", ".join(f"{p} {fmt(samples.med(f'{key}/phase/{p}'))}" for p in phases)
         ready = samples.med(f"{key}/thaw/ready")
         plain = samples.med(f"{key}/plain/ready")
@@ -224,6 +249,21 @@ def anatomy_rows(samples: Samples, keys: list[str]) -> list[str]:
             f"| {phase_text} | {fmt(ready)} | {fmt(plain)} | {ratio(ready, plain)} "
             f"| {fmt(samples.med(f'{key}/thaw/first_image'))} "
             f"| {fmt(samples.med(f'{key}/lazy/first_image'))} |"
+        )
+    return rows
+
+
+def worker_rows(samples: Samples, keys: list[str]) -> list[str]:
+    rows = []
+    for key in keys:
+        med = samples.med
+        rows.append(
+            f"| {key} | {fmt(med(f'{key}/thaw/livez'))} / {fmt(med(f'{key}/worker/livez'))} "
+            f"| {fmt(med(f'{key}/thaw/ready'))} / {fmt(med(f'{key}/worker/ready'))} "
+            f"({ratio(med(f'{key}/worker/ready'), med(f'{key}/thaw/ready'))}) "
+            f"| {med(f'{key}/thaw/rss_mib') or 0:.0f} / "
+            f"{med(f'{key}/worker/rss_mib') or 0:.0f} MiB "
+            f"| {fmt(med(f'{key}/thaw/first_image'))} / {fmt(med(f'{key}/worker/first_image'))} |"
         )
     return rows
 
@@ -271,7 +311,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     subprocess.run([python(), "infra/scripts/build_tiny_model.py"], cwd=ROOT, check=True)
-    models: dict[str, tuple[Path, dict[str, Any], dict[str, str]]] = {
+    models: dict[str, tuple[Path, dict[str, Any] | None, dict[str, str]]] = {
         "tiny": (default_output(), SMALL_IMAGE, {})
     }
     if not args.skip_sd15:
@@ -293,25 +333,32 @@ def main() -> None:
                 key = f"{name}/{cache}"
                 if key not in keys:
                     keys.append(key)
-                for variant in ("thaw", "plain", "lazy"):
+                for variant in ("thaw", "worker", "plain", "lazy"):
                     if cache == "cold":
                         evict(weight_files(folder))
                     if variant == "thaw":
-                        thaw_cold_start(env, image, samples, key)
+                        thaw_cold_start(env, image, samples, key, "thaw")
+                    elif variant == "worker":
+                        worker_env = {**env, "THAW_WORKER": "process"}
+                        thaw_cold_start(worker_env, image, samples, key, "worker")
                     elif variant == "plain":
                         plain_load(env, samples, key)
-                    else:
+                    elif image is not None:
                         thaw_lazy_first_image(env, image, samples, key)
         print(f"run {run + 1}/{args.runs} done", flush=True)
         RESULTS.mkdir(exist_ok=True)
         saved.write_text(json.dumps({"values": samples.values, "keys": keys}), encoding="utf-8")
 
     tiny_env = {"THAW_MODEL": str(models["tiny"][0])}
+    worker_env = {**tiny_env, "THAW_WORKER": "process"}
     loading = livez_while_loading(tiny_env)
+    loading_worker = livez_while_loading(worker_env)
     from bench.core import warm_path
 
     warm, direct, generating = warm_path(tiny_env, 15)
     paired = [w / d for w, d in zip(warm, direct, strict=True)]
+    warm_w, direct_w, generating_w = warm_path(worker_env, 15)
+    paired_w = [w / d for w, d in zip(warm_w, direct_w, strict=True)]
     # Each pair ran back to back; the medians of each column are shown beside the paired ratio.
     levels = throughput(tiny_env, (1, 4, 8, 16), args.per_level)
     batched = throughput({**tiny_env, "THAW_MAX_BATCH": "8"}, (8,), args.per_level)
@@ -329,12 +376,21 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
         *anatomy_rows(samples, keys),
         "",
+        "| THAW_WORKER thread / process | first /livez | /readyz (ratio) | RSS after ready "
+        "| first image |",
+        "|---|---|---|---|---|",
+        *worker_rows(samples, keys),
+        "",
         "| warm path (tiny model, 10 steps 64 px) | value |",
         "|---|---|",
         f"| /livez while loading: p50 / p99 / max | {spread(loading)} |",
+        f"| /livez while loading, THAW_WORKER=process | {spread(loading_worker)} |",
         f"| /livez while generating: p50 / p99 / max | {spread(generating)} |",
-        f"| warm POST /generate vs pipeline called directly | {median(paired):.3f}x "
-        f"({fmt(median(warm), 'ms')} vs {fmt(median(direct), 'ms')}) |",
+        f"| /livez while generating, THAW_WORKER=process | {spread(generating_w)} |",
+        f"| warm POST /generate vs pipeline called directly (paired median) | "
+        f"{median(paired):.3f}x ({fmt(median(warm), 'ms')} vs {fmt(median(direct), 'ms')}) |",
+        f"| the same, THAW_WORKER=process | {median(paired_w):.3f}x "
+        f"({fmt(median(warm_w), 'ms')} vs {fmt(median(direct_w), 'ms')}) |",
         "",
         "| concurrency | requests/s | p50 | p95 |",
         "|---|---|---|---|",
