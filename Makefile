@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup model serve check test test-unit bench clean
+.PHONY: setup model serve check test test-unit bench bench-gpu clean
 
 setup: $(VENV)/.installed
 
@@ -39,5 +39,8 @@ clean:
 # Benchmarks (ratios against baselines in one run; writes bench/results/). Generates a ~2 GB
 # SD-1.5-shaped model on first use.
 bench: model
-	$(BIN)/python -m bench.core
 	$(BIN)/python -m bench.suite
+
+# With a CUDA GPU: cold load, first-inference cost, batching gain (bench/results/gpu.md).
+bench-gpu: model
+	$(BIN)/python -m bench.gpu_check
