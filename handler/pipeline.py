@@ -137,13 +137,20 @@ def load_pipeline(config: Config, phases: PhaseRecorder) -> LoadedPipeline:
         fetch.cancel()  # a retried load must not race a leftover download
         raise
     path = fetch.result()
+    # On the default GPU, diffusers places each component's weights straight on the device as it
+    # reads them (no CPU copy first); elsewhere the pipeline is built on the CPU and moved.
+    direct = device == "cuda"
     with phases.phase("build"):
         pipe = DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
-            str(path), dtype=getattr(torch, dtype_name), local_files_only=True
+            str(path),
+            dtype=getattr(torch, dtype_name),
+            local_files_only=True,  # safetensors preferred (memory-mapped, no pickle)
+            **({"device_map": device} if direct else {}),
         )
         pipe.set_progress_bar_config(disable=True)
-    with phases.phase("to_device"):
-        pipe = pipe.to(device)
+    if not direct:
+        with phases.phase("to_device"):
+            pipe = pipe.to(device)
     loaded = LoadedPipeline(
         pipe=pipe,
         device=device,

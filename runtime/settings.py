@@ -127,7 +127,7 @@ def _url(env: EnvReader, name: str) -> str | None:
 
 
 def _worker(env: EnvReader) -> str:
-    value = env.string("WORKER", "thread").lower()
+    value = env.string("WORKER", "process").lower()
     if value not in ("thread", "process"):
         raise SettingsError(f"THAW_WORKER={value!r} must be thread or process")
     return value
@@ -177,7 +177,7 @@ class Settings:
     batch_window_ms: float = 10.0
     prefetch: bool = True
     emf: bool = True
-    worker: str = "thread"
+    worker: str = "process"
     metrics_namespace: str = "thaw"
 
     @classmethod

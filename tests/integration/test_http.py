@@ -68,7 +68,8 @@ def test_json_is_returned_when_asked(server: ServerProcess) -> None:
     )
     body = response.json()
     assert body["seed"] == 7
-    assert set(body["timings"]) == {"queue_s", "inference_s", "encode_s"}
+    assert set(body["timings"]) == {"queue_s", "inference_s", "encode_s", "batch_size"}
+    assert body["request_id"] == response.headers["x-request-id"]
     import base64
 
     assert base64.b64decode(body["image"]).startswith(b"\x89PNG")

@@ -56,6 +56,9 @@ def test_lambda_keeps_its_cache_in_tmp() -> None:
         ({"THAW_DTYPE": "int4"}, "THAW_DTYPE"),
         ({"THAW_PORT": "70000"}, "THAW_PORT"),
         ({"THAW_DEFAULT_STEPS": "80", "THAW_MAX_STEPS": "50"}, "THAW_DEFAULT_STEPS"),
+        ({"THAW_WORKER": "fiber"}, "THAW_WORKER"),
+        ({"THAW_MAX_BATCH": "0"}, "THAW_MAX_BATCH"),
+        ({"THAW_BATCH_WINDOW_MS": "-5"}, "THAW_BATCH_WINDOW_MS"),
     ],
 )
 def test_bad_values_fail_naming_the_variable(env: dict[str, str], named: str) -> None:
