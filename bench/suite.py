@@ -45,6 +45,7 @@ from bench.common import (
 )
 from bench.make_sd15 import default_output, default_sd15_output
 from runtime.pagecache import evict, weight_files
+from tests.support.procs import child_pids
 
 RESULTS = ROOT / "bench" / "results"
 SMALL_IMAGE = {"num_inference_steps": 1, "width": 64, "height": 64}
@@ -70,16 +71,7 @@ class Samples:
 def rss_tree_mib(pid: int) -> float:
     """Resident memory of a process and its children (a model worker), in MiB."""
     total = 0
-    pids = [pid]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                pids.append(int(entry.name))
-    for each in pids:
+    for each in [pid, *child_pids(pid)]:
         for line in Path(f"/proc/{each}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1])

@@ -11,22 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.procs import child_pids
 from tests.support.server import ServerProcess
 
 BODY = {"prompt": "a lighthouse", "num_inference_steps": 2, "width": 64, "height": 64, "seed": 7}
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def imports_torch(pid: int) -> bool:
@@ -49,7 +37,7 @@ def test_the_pipeline_lives_in_a_child_and_the_server_never_imports_torch(
     server: ServerProcess,
 ) -> None:
     assert server.proc is not None
-    (worker,) = children(server.proc.pid)
+    (worker,) = child_pids(server.proc.pid)
     assert imports_torch(worker)
     assert not imports_torch(server.proc.pid)
     health = server.get("/health").json()
@@ -73,7 +61,7 @@ def test_a_killed_worker_fails_one_request_then_a_fresh_worker_serves(
     server: ServerProcess,
 ) -> None:
     assert server.proc is not None
-    (worker,) = children(server.proc.pid)
+    (worker,) = child_pids(server.proc.pid)
     os.kill(worker, signal.SIGKILL)
     time.sleep(0.2)
     lost = server.post("/generate", json=BODY)
@@ -82,7 +70,7 @@ def test_a_killed_worker_fails_one_request_then_a_fresh_worker_serves(
     assert "worker exited" in lost.json()["error"]["message"]
     again = server.post("/generate", json=BODY)  # waits for the new worker's load
     assert again.status_code == 200
-    (replacement,) = children(server.proc.pid)
+    (replacement,) = child_pids(server.proc.pid)
     assert replacement != worker
     health = server.get("/health").json()
     assert health["status"] == "ready"
@@ -94,7 +82,7 @@ def test_stopping_the_server_stops_the_worker(tiny_model: Path) -> None:
     try:
         process.wait_ready()
         assert process.proc is not None
-        (worker,) = children(process.proc.pid)
+        (worker,) = child_pids(process.proc.pid)
     finally:
         code = process.stop()
     assert code == 0
