@@ -198,7 +198,7 @@ def load_in_worker(config: Config, phases: PhaseRecorder) -> LoadedPipeline:
     with phases.phase("worker_start"):
         worker = WorkerProcess("handler.pipeline:load_from_env", env=env)
     log.info("model worker started", extra={"pid": worker.pid})
-    summary = worker.wait_loaded(phases)
+    summary = worker.wait_loaded(phases, timeout=config.runtime.load_timeout_s)
     return LoadedPipeline(
         pipe=worker,
         device=summary["device"],

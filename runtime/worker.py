@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from typing import Any
@@ -64,11 +65,22 @@ class WorkerProcess:
     def pid(self) -> int:
         return self._proc.pid
 
-    def wait_loaded(self, phases: PhaseRecorder) -> dict[str, Any]:
-        """Mirror the child's phases until it reports its model loaded (its summary) or failed."""
+    def wait_loaded(self, phases: PhaseRecorder, timeout: float | None = None) -> dict[str, Any]:
+        """Mirror the child's phases until it reports its model loaded (its summary) or failed.
+
+        A child still loading after `timeout` seconds is killed (a hung load must not hold memory
+        or block a fresh attempt) and `TimeoutError` is raised."""
         open_phases: dict[str, object] = {}
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if left is not None and not self._conn.poll(left):
+                    self._proc.kill()
+                    self._proc.wait()
+                    raise TimeoutError(
+                        f"the model worker did not finish within {timeout:g}s; it was stopped"
+                    )
                 message = self._receive("while loading")
                 kind = message[0]
                 if kind == "begin":

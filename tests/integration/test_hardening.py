@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.procs import child_pids
 from tests.support.server import ServerProcess
 
 KEY = "test-key-0123456789"
@@ -146,6 +147,11 @@ def test_a_hanging_loader_times_out_to_failed(tiny_model: Path) -> None:
             health = server.get("/health").json()
         assert health["status"] == "failed"
         assert "did not finish within 1s" in health["last_error"]
+        # The hung load's worker process is stopped, not left holding memory.
+        assert server.proc is not None
+        while child_pids(server.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert child_pids(server.proc.pid) == []
         response = server.post("/generate", json={"prompt": "x"})
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "load_failed"

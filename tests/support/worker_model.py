@@ -30,6 +30,12 @@ def load_fails(phases: PhaseRecorder) -> Model:
         raise FileNotFoundError("no weights at /nowhere")
 
 
+def load_hangs(phases: PhaseRecorder) -> Model:
+    with phases.phase("import"):
+        time.sleep(600)
+    return Model(pid=os.getpid())
+
+
 def echo(model: Model, value: object) -> tuple[int, object]:
     return model.pid, value
 

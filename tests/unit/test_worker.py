@@ -68,3 +68,12 @@ def test_a_child_that_dies_fails_the_call_and_every_later_one() -> None:
             worker.call("tests.support.worker_model:echo", 1)
     finally:
         worker.close()
+
+
+def test_a_load_past_its_timeout_kills_the_child() -> None:
+    phases = PhaseRecorder()
+    worker = WorkerProcess("tests.support.worker_model:load_hangs")
+    with pytest.raises(TimeoutError, match=r"did not finish within 0\.5s"):
+        worker.wait_loaded(phases, timeout=0.5)
+    assert not alive(worker.pid)
+    assert phases.snapshot()[0]["state"] == "failed"
