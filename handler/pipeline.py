@@ -8,7 +8,6 @@ importing this module, or the app, stays cheap.
 from __future__ import annotations
 
 import gc
-import importlib
 import io
 import logging
 import os
@@ -24,7 +23,7 @@ from runtime import pagecache
 from runtime.phases import PhaseRecorder
 from runtime.slot import ModelSlot
 from runtime.sources import ModelNotFound, Prefetch, resolve_model
-from runtime.worker import WorkerDied, WorkerProcess
+from runtime.worker import WorkerDied, WorkerProcess, resolve
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -238,8 +237,7 @@ def resolve_loader(config: Config) -> PipelineLoader:
         return load_in_worker
     if config.runtime.loader is None:
         return load_pipeline
-    module_name, _, attr = config.runtime.loader.partition(":")
-    loader: PipelineLoader = getattr(importlib.import_module(module_name), attr)
+    loader: PipelineLoader = resolve(config.runtime.loader)
     return loader
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import logging
 import os
 import signal
 import socket
@@ -28,8 +27,6 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from runtime.phases import PhaseRecorder
-
-log = logging.getLogger("thaw.worker")
 
 
 class WorkerDied(RuntimeError):
@@ -59,7 +56,6 @@ class WorkerProcess:
             child.close()
         self._conn = Connection(parent.detach())
         self._lock = threading.Lock()
-        self.summary: dict[str, Any] = {}
 
     @property
     def pid(self) -> int:
@@ -92,8 +88,7 @@ class WorkerProcess:
                 elif kind == "progress":
                     phases.progress(message[1], **message[2])
                 elif kind == "ready":
-                    self.summary = dict(message[1])
-                    return self.summary
+                    return dict(message[1])
                 elif kind == "raise":
                     raise _rebuild(message[1], message[2])
         except BaseException:
