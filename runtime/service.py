@@ -253,7 +253,7 @@ class Service(Generic[M]):
         self, model: M, leader: Ticket, batch: Callable[[M, list[Any]], list[Any]]
     ) -> Future[tuple[Any, int]]:
         """Start the leader's call in a worker thread with whichever riders it can take; the
-        callback hands each its result and gives every place back when the thread ends."""
+        callback gives every place back when the thread ends, then hands each its result."""
         group = [leader, *self.gate.take_riders(leader, self.settings.max_batch - 1)]
         own: Future[tuple[Any, int]] = Future()
         started = self._clock.monotonic()
@@ -269,6 +269,10 @@ class Service(Generic[M]):
                     self._served += len(group)
                 else:
                     self._failed += len(group)
+            # Places go back before any answer does: once a request has its answer, its place
+            # is already free (the loop may resume a waiter before this thread goes on).
+            for ticket in group:
+                self.gate.release(ticket, served_seconds=seconds if ticket is leader else None)
             for index, ticket in enumerate(group):
                 target = own if ticket is leader else ticket.outcome
                 assert target is not None
@@ -276,8 +280,6 @@ class Service(Generic[M]):
                     target.set_exception(error)
                 else:
                     target.set_result((results[index], len(group)))
-            for ticket in group:
-                self.gate.release(ticket, served_seconds=seconds if ticket is leader else None)
 
         future = self._executor.submit(batch, model, [ticket.item for ticket in group])
         future.add_done_callback(finished)
