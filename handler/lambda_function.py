@@ -9,19 +9,26 @@ is imported here; the slot's loader thread imports them.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import uuid
 
-from mangum import Mangum
+from handler.early import start_worker_early
 
-from handler.app import build_service, create_app
-from handler.config import Config
-from runtime.emf import EmfWriter
-from runtime.lambda_adapter import LambdaAdapter
-from runtime.lambda_events import InitType
-from runtime.logs import configure_logging
-from runtime.warmup import Warmer
+# First thing in INIT: the model worker starts importing torch while this process imports Mangum
+# and the app (handler/early.py); the slot's load below takes it.
+start_worker_early(os.environ)
+
+import dataclasses  # noqa: E402
+import uuid  # noqa: E402
+
+from mangum import Mangum  # noqa: E402
+
+from handler.app import build_service, create_app  # noqa: E402
+from handler.config import Config  # noqa: E402
+from runtime.emf import EmfWriter  # noqa: E402
+from runtime.lambda_adapter import LambdaAdapter  # noqa: E402
+from runtime.lambda_events import InitType  # noqa: E402
+from runtime.logs import configure_logging  # noqa: E402
+from runtime.warmup import Warmer  # noqa: E402
 
 # Probes answer at once whatever the model's state; every other path waits for the model.
 PROBE_PATHS = ("/livez", "/readyz", "/health")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from handler.config import Config
+from handler.early import LOAD_REF, worker_env
 from runtime import pagecache
 from runtime.phases import PhaseRecorder
 from runtime.slot import ModelSlot
@@ -193,10 +194,15 @@ def _default_size(pipe: Any) -> tuple[int, int]:
 def load_in_worker(config: Config, phases: PhaseRecorder) -> LoadedPipeline:
     """`THAW_WORKER=process`: load the pipeline in a child process (see runtime.worker); this
     process never imports torch. The child reads the same settings from the environment."""
-    env = {**os.environ, "THAW_WORKER": "thread"}
-    with phases.phase("worker_start"):
-        worker = WorkerProcess("handler.pipeline:load_from_env", env=env)
-    log.info("model worker started", extra={"pid": worker.pid})
+    # The worker `python -m handler` started before importing its web stack, if it matches:
+    # then its phases began before this attempt (negative `start_s` in /health).
+    worker = WorkerProcess.take(LOAD_REF, env=worker_env(os.environ))
+    started = phases.begin("worker_start", at=worker.started_at)
+    phases.end(started, at=worker.started_at + worker.spawn_seconds)
+    phases.progress("worker_start", pid=worker.pid, started_early=worker.started_early)
+    log.info(
+        "model worker started", extra={"pid": worker.pid, "started_early": worker.started_early}
+    )
     summary = worker.wait_loaded(phases, timeout=config.runtime.load_timeout_s)
     return LoadedPipeline(
         pipe=worker,

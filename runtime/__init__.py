@@ -1,24 +1,52 @@
 """thaw's model-agnostic core: a lazy single-flight model slot, admission, lifecycle and settings.
 
-Nothing here imports torch, diffusers or anything that knows about HTTP or Lambda events.
+Nothing here imports torch, diffusers or anything that knows about HTTP or Lambda events. The
+names below are imported on first use, so that importing one small module (`runtime.worker`, which
+`python -m handler` starts before anything else) does not import the whole core.
 """
 
-from runtime.admission import AdmissionGate
-from runtime.errors import (
-    DeadlineExceeded,
-    Draining,
-    InvalidRequest,
-    LoadFailed,
-    Overloaded,
-    PayloadTooLarge,
-    ThawError,
-    WarmingUp,
-)
-from runtime.phases import PhaseRecorder
-from runtime.service import Service
-from runtime.settings import PreloadPolicy, Settings, SettingsError
-from runtime.slot import ModelSlot, RetryPolicy
-from runtime.states import SlotState
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runtime.admission import AdmissionGate
+    from runtime.errors import (
+        DeadlineExceeded,
+        Draining,
+        InvalidRequest,
+        LoadFailed,
+        Overloaded,
+        PayloadTooLarge,
+        ThawError,
+        WarmingUp,
+    )
+    from runtime.phases import PhaseRecorder
+    from runtime.service import Service
+    from runtime.settings import PreloadPolicy, Settings, SettingsError
+    from runtime.slot import ModelSlot, RetryPolicy
+    from runtime.states import SlotState
+
+_HOMES = {
+    "AdmissionGate": "runtime.admission",
+    "DeadlineExceeded": "runtime.errors",
+    "Draining": "runtime.errors",
+    "InvalidRequest": "runtime.errors",
+    "LoadFailed": "runtime.errors",
+    "Overloaded": "runtime.errors",
+    "PayloadTooLarge": "runtime.errors",
+    "ThawError": "runtime.errors",
+    "WarmingUp": "runtime.errors",
+    "PhaseRecorder": "runtime.phases",
+    "Service": "runtime.service",
+    "PreloadPolicy": "runtime.settings",
+    "Settings": "runtime.settings",
+    "SettingsError": "runtime.settings",
+    "ModelSlot": "runtime.slot",
+    "RetryPolicy": "runtime.slot",
+    "SlotState": "runtime.states",
+}
 
 __all__ = [
     "AdmissionGate",
@@ -39,3 +67,10 @@ __all__ = [
     "ThawError",
     "WarmingUp",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'runtime' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

@@ -46,19 +46,22 @@ class PhaseRecorder:
         finally:
             self.end(token, failed=failed)
 
-    def begin(self, name: str) -> object:
-        """Start phase `name` by hand (a phase reported by another process); end it with `end`."""
-        entry = _Phase(name=name, started=self._clock.monotonic())
+    def begin(self, name: str, *, at: float | None = None) -> object:
+        """Start phase `name` by hand (a phase reported by another process); end it with `end`.
+
+        `at` is when it really started, on this recorder's clock: another process's
+        `time.monotonic()` on the same host is one (Linux has one CLOCK_MONOTONIC per boot)."""
+        entry = _Phase(name=name, started=self._clock.monotonic() if at is None else at)
         with self._lock:
             self._phases.append(entry)
         log.info("load phase started", extra={"phase": name})
         return entry
 
-    def end(self, token: object, *, failed: bool = False) -> None:
+    def end(self, token: object, *, failed: bool = False, at: float | None = None) -> None:
         assert isinstance(token, _Phase)
         with self._lock:
             token.failed = failed
-            token.seconds = self._clock.monotonic() - token.started
+            token.seconds = (self._clock.monotonic() if at is None else at) - token.started
         log.info(
             "load phase %s",
             "failed" if failed else "done",

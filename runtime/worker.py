@@ -44,6 +44,7 @@ class WorkerProcess:
     """The parent's handle on one child process holding one model."""
 
     def __init__(self, load_ref: str, *, env: Mapping[str, str] | None = None) -> None:
+        self.started_at = time.monotonic()
         parent, child = socket.socketpair()
         try:
             self._proc = subprocess.Popen(
@@ -54,8 +55,40 @@ class WorkerProcess:
             )
         finally:
             child.close()
+        self.spawn_seconds = time.monotonic() - self.started_at
         self._conn = Connection(parent.detach())
         self._lock = threading.Lock()
+        self.load_ref = load_ref
+        self.env = dict(os.environ if env is None else env)
+        self.started_early = False
+
+    @classmethod
+    def start_early(cls, load_ref: str, *, env: Mapping[str, str] | None = None) -> WorkerProcess:
+        """Start a worker now, before its owner exists, and keep it for `take` (one at a time).
+
+        A server calls this first thing, so the child imports torch and loads the weights while
+        the server still imports its web stack, instead of after. The child stops on its own if
+        this process dies before anyone takes it (it watches its socket while it loads)."""
+        global _early
+        with _early_lock:
+            if _early is not None:
+                _early.close()
+            _early = cls(load_ref, env=env)
+            _early.started_early = True
+            return _early
+
+    @classmethod
+    def take(cls, load_ref: str, *, env: Mapping[str, str] | None = None) -> WorkerProcess:
+        """The worker started early for this loader and environment, else a new one."""
+        global _early
+        wanted = dict(os.environ if env is None else env)
+        with _early_lock:
+            early, _early = _early, None
+        if early is not None:
+            if early.load_ref == load_ref and early.env == wanted and early._proc.poll() is None:
+                return early
+            early.close()  # started for another model (or already gone): not this load's
+        return cls(load_ref, env=wanted)
 
     @property
     def pid(self) -> int:
@@ -79,12 +112,14 @@ class WorkerProcess:
                     )
                 message = self._receive("while loading")
                 kind = message[0]
+                # Phases carry the child's own times: an early worker's messages wait in the
+                # socket until its owner reads them, and their durations must not shrink.
                 if kind == "begin":
-                    open_phases[message[1]] = phases.begin(message[1])
+                    open_phases[message[1]] = phases.begin(message[1], at=message[2])
                 elif kind == "end":
                     token = open_phases.pop(message[1], None)
                     if token is not None:
-                        phases.end(token, failed=message[2])
+                        phases.end(token, failed=message[2], at=message[3])
                 elif kind == "progress":
                     phases.progress(message[1], **message[2])
                 elif kind == "ready":
@@ -138,6 +173,10 @@ class WorkerProcess:
         return WorkerDied(f"the model worker exited ({reason}) {when}")
 
 
+_early: WorkerProcess | None = None
+_early_lock = threading.Lock()
+
+
 def _rebuild(error: BaseException | None, text: str) -> BaseException:
     return error if error is not None else RuntimeError(text)
 
@@ -161,13 +200,15 @@ class _ForwardingPhases(PhaseRecorder):
         super().__init__()
         self._send = send
 
-    def begin(self, name: str) -> object:
-        self._send(("begin", name))
-        return super().begin(name)
+    def begin(self, name: str, *, at: float | None = None) -> object:
+        at = time.monotonic() if at is None else at
+        self._send(("begin", name, at))
+        return super().begin(name, at=at)
 
-    def end(self, token: object, *, failed: bool = False) -> None:
-        super().end(token, failed=failed)
-        self._send(("end", getattr(token, "name", ""), failed))
+    def end(self, token: object, *, failed: bool = False, at: float | None = None) -> None:
+        at = time.monotonic() if at is None else at
+        super().end(token, failed=failed, at=at)
+        self._send(("end", getattr(token, "name", ""), failed, at))
 
     def progress(self, name: str, **detail: Any) -> None:
         super().progress(name, **detail)
@@ -183,12 +224,16 @@ def serve(fd: int, load_ref: str) -> None:
         with sending:
             conn.send(message)
 
+    loading = threading.Event()
+    loading.set()
+    threading.Thread(target=_stop_if_told, args=(conn, loading), daemon=True).start()
     try:
         model = resolve(load_ref)(_ForwardingPhases(send))
     except BaseException as exc:
         send(("raise", *_portable(exc)))
         return
     describe = getattr(model, "summary", None)
+    loading.clear()  # from here on, what the parent sends is for the loop below
     send(("ready", describe() if callable(describe) else {}))
     while True:
         try:
@@ -204,6 +249,18 @@ def serve(fd: int, load_ref: str) -> None:
             send(("raise", *_portable(exc)))
         else:
             send(("result", result))
+
+
+def _stop_if_told(conn: Connection, loading: threading.Event) -> None:
+    """While the model loads the parent sends nothing but `stop`, and its death reads as the end
+    of the socket: either way, leave at once instead of finishing a load nobody will use."""
+    while loading.is_set():
+        try:
+            readable = conn.poll(0.2)
+        except (EOFError, OSError):
+            readable = True
+        if readable and loading.is_set():
+            os._exit(0)
 
 
 def main(argv: list[str]) -> None:

@@ -46,6 +46,11 @@ def test_the_pipeline_lives_in_a_child_and_the_server_never_imports_torch(
     names = [phase["name"] for phase in health["phases"]]
     assert names[0] == "worker_start"
     assert {"import", "build", "to_device"} <= set(names)
+    # `python -m handler` started the worker before importing uvicorn and the app, and the
+    # load took that worker: it began before the load attempt did.
+    started = health["phases"][0]
+    assert started["detail"] == {"pid": worker, "started_early": True}
+    assert started["start_s"] < 0
 
 
 def test_generation_goes_through_the_worker_and_is_deterministic(server: ServerProcess) -> None:

@@ -25,6 +25,12 @@ def load(phases: PhaseRecorder) -> Model:
     return Model(pid=os.getpid())
 
 
+def load_slowly(phases: PhaseRecorder) -> Model:
+    with phases.phase("import"):
+        time.sleep(0.5)
+    return Model(pid=os.getpid())
+
+
 def load_fails(phases: PhaseRecorder) -> Model:
     with phases.phase("build"):
         raise FileNotFoundError("no weights at /nowhere")

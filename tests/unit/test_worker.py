@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +81,82 @@ def test_a_load_past_its_timeout_kills_the_child() -> None:
         worker.wait_loaded(phases, timeout=0.5)
     assert not alive(worker.pid)
     assert phases.snapshot()[0]["state"] == "failed"
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie may wait for a PID 1 that never reaps)."""
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_gone(pid: int, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if not running(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_an_early_worker_is_taken_once_and_its_phases_keep_their_own_times() -> None:
+    early = WorkerProcess.start_early("tests.support.worker_model:load_slowly")
+    try:
+        assert early.started_early
+        time.sleep(1.0)  # the owner arrives late: the child has loaded meanwhile
+        taken = WorkerProcess.take("tests.support.worker_model:load_slowly")
+        assert taken is early
+        waited_from = time.monotonic()
+        phases = PhaseRecorder()
+        assert taken.wait_loaded(phases) == {"pid": early.pid}
+        (imported,) = phases.snapshot()
+        # Read late, timed by the child: half a second, over before the owner began to wait.
+        assert imported["seconds"] >= 0.45
+        assert imported["start_s"] < 0
+        assert early.started_at + imported["seconds"] < waited_from
+    finally:
+        early.close()
+    again = WorkerProcess.take("tests.support.worker_model:load_slowly")
+    try:
+        assert again.pid != early.pid
+        assert not again.started_early
+    finally:
+        again.close()
+
+
+def test_an_early_worker_for_another_model_is_stopped_not_taken() -> None:
+    early = WorkerProcess.start_early("tests.support.worker_model:load_hangs")
+    worker = WorkerProcess.take("tests.support.worker_model:load")
+    try:
+        assert worker.pid != early.pid
+        assert wait_gone(early.pid, 5)
+        assert worker.wait_loaded(PhaseRecorder()) == {"pid": worker.pid}
+    finally:
+        worker.close()
+
+
+def test_a_worker_stops_loading_when_told_or_when_its_parent_dies() -> None:
+    worker = WorkerProcess("tests.support.worker_model:load_hangs")
+    started = time.monotonic()
+    worker.close()
+    assert time.monotonic() - started < 5  # stopped mid-load, not after close's 10 s wait
+    assert not running(worker.pid)
+
+    code = (
+        "from runtime.worker import WorkerProcess\n"
+        "w = WorkerProcess.start_early('tests.support.worker_model:load_hangs')\n"
+        "print(w.pid, flush=True)\n"
+        "import os; os._exit(0)\n"  # dies without closing anything
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    orphan = int(result.stdout.strip())
+    assert wait_gone(orphan, 10)

@@ -1,0 +1,36 @@
+"""Start the model worker before the web stack imports, so the two overlap.
+
+With the default `THAW_WORKER=process`, the model loads in a child process that spends most of a
+cold start importing torch, transformers and diffusers. The parent used to start it from the
+lifespan, after importing uvicorn, FastAPI and the app: the child's imports waited for the
+parent's. Started from here, first thing, the child imports while the parent does, and the
+slot's first load takes this worker (`WorkerProcess.take`) instead of starting another. Only the
+standard library and `runtime.worker` / `runtime.settings` are imported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from runtime.settings import PreloadPolicy, Settings, SettingsError
+from runtime.worker import WorkerProcess
+
+LOAD_REF = "handler.pipeline:load_from_env"
+"""What the worker runs to load: the configured loader, read from its environment."""
+
+
+def worker_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The worker's environment: this process's, with the loader running in-process there."""
+    return {**environ, "THAW_WORKER": "thread"}
+
+
+def start_worker_early(environ: Mapping[str, str]) -> WorkerProcess | None:
+    """Start the worker now if the settings will load it at startup anyway (process worker,
+    background or eager preload). Invalid settings start nothing: the app reports them."""
+    try:
+        settings = Settings.from_env(environ)
+    except SettingsError:
+        return None
+    if settings.worker != "process" or settings.preload is PreloadPolicy.LAZY:
+        return None
+    return WorkerProcess.start_early(LOAD_REF, env=worker_env(environ))
