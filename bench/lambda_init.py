@@ -6,7 +6,8 @@ Measured in one run, medians over the runs:
 1. INIT (spawn -> the runtime's first /next): thaw's entry point (on-demand, background load;
    and lazy, no load) against a bare handler module (`bench.lambda_init.echo`): the ratios are
    what thaw adds to INIT, and what the background load's imports take from it (GIL);
-2. the first on-demand invocation, waiting at spawn, to its image (INIT + load + generate);
+2. the first on-demand invocation, waiting at spawn, to its image (INIT + load + generate),
+   against the naive handler that loads in sequence at INIT (`bench.lambda_naive`);
 3. warm /generate (64 px, 1 step) and warm-up ping round trips through the emulator, with the
    freeze/thaw between invocations.
 """
@@ -38,6 +39,24 @@ def init_seconds(handler: str, env: dict[str, str]) -> float:
     emulator.start(env, handler=handler)
     try:
         return emulator.wait_init(120)
+    finally:
+        emulator.close()
+
+
+def naive_first_invoke(model: Path) -> float:
+    """The first on-demand invocation, waiting at spawn, under the naive handler
+    (`bench.lambda_naive`: imports and loads at INIT, in sequence)."""
+    from tests.support.lambda_emulator import RuntimeApiEmulator
+
+    generate = json.loads((EVENTS / "function_url_generate.json").read_text())
+    emulator = RuntimeApiEmulator()
+    first = emulator.submit(generate)
+    spawned = time.monotonic()
+    emulator.start({**ENV, "THAW_MODEL": str(model)}, handler="bench.lambda_naive.handler")
+    try:
+        first.wait(180)
+        assert first.result["statusCode"] == 200, first.body
+        return time.monotonic() - spawned
     finally:
         emulator.close()
 
@@ -80,9 +99,10 @@ def main() -> int:
     import build_tiny_model
 
     model = build_tiny_model.default_output()
-    bare, thaw, lazy, warm = [], [], [], []
+    bare, thaw, lazy, warm, naive = [], [], [], [], []
     for _ in range(args.runs):  # interleaved, so both sides see the same machine load
         bare.append(init_seconds("bench.lambda_init.echo", ENV))
+        naive.append(naive_first_invoke(model))
         thaw.append(
             init_seconds("handler.lambda_function.handler", {**ENV, "THAW_MODEL": str(model)})
         )
@@ -100,6 +120,9 @@ def main() -> int:
     print(f"INIT, thaw (lazy: no load)    {lazy_s:8.3f} s   ratio {lazy_s / bare_s:.2f}x")
     for key in ("first_invoke_s", "warm_generate_s", "warm_ping_s"):
         print(f"{key:<29} {statistics.median(run[key] for run in warm):8.3f} s")
+    first_s = statistics.median(run["first_invoke_s"] for run in warm)
+    naive_s = statistics.median(naive)
+    print(f"first_invoke_s, naive handler {naive_s:8.3f} s   thaw/naive {first_s / naive_s:.2f}x")
     return 0
 
 

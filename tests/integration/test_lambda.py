@@ -212,7 +212,10 @@ def test_a_freeze_mid_load_resumes_and_a_short_deadline_gets_a_clean_503(
         emulator.wait_init(60)
         # INIT started the load in the background, then the idle environment was frozen.
         assert emulator.frozen
-        assert emulator.process_state() == "T"
+        # Frozen whole, as Lambda does it: the runtime and the model worker loading for it.
+        environment = emulator.environment_pids()
+        assert len(environment) == 2
+        assert [emulator.process_state(pid) for pid in environment] == ["T", "T"]
         frozen_for = 3.0
         time.sleep(frozen_for)
         # Thawed by an invoke with 4 s left: the load (torch imports still ahead) outlasts the

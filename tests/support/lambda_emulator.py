@@ -9,6 +9,7 @@ process (a background model load) are suspended while frozen, as on Lambda.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -133,6 +134,7 @@ class RuntimeApiEmulator:
                 env=environ,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: the environment to freeze
             )
         return self
 
@@ -140,27 +142,51 @@ class RuntimeApiEmulator:
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
-    def process_state(self) -> str:
-        """The kernel's one-letter state of the runtime process ("T" while frozen)."""
+    def process_state(self, pid: int | None = None) -> str:
+        """The kernel's one-letter state of the runtime process, or of `pid` ("T" while
+        frozen, "X" once gone)."""
         assert self.proc is not None
-        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        try:
+            stat = Path(f"/proc/{pid or self.proc.pid}/stat").read_text()
+        except FileNotFoundError:
+            return "X"
         return stat.rsplit(")", 1)[1].split()[0]
 
+    def environment_pids(self) -> list[int]:
+        """The runtime process and every process it started (its process group)."""
+        assert self.proc is not None
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[2]) == self.proc.pid:  # its process group
+                    found.append(int(entry.name))
+        return found
+
     def freeze(self) -> None:
+        """Stop the whole environment, as Lambda does: the runtime and any process it started
+        (thaw's model worker) stop together."""
         with self._freeze_lock:
             if self.proc is not None and self.proc.poll() is None and not self.frozen:
-                self.proc.send_signal(signal.SIGSTOP)
+                os.killpg(self.proc.pid, signal.SIGSTOP)
                 self.frozen = True
                 self.freezes += 1
                 # Signals are delivered asynchronously: the freeze is done when the kernel says so.
                 deadline = time.monotonic() + 2
-                while self.process_state() not in ("T", "Z") and time.monotonic() < deadline:
+                while time.monotonic() < deadline and any(
+                    self.process_state(pid) not in ("T", "Z", "X")
+                    for pid in self.environment_pids()
+                ):
                     time.sleep(0.001)
 
     def thaw(self) -> None:
         with self._freeze_lock:
             if self.proc is not None and self.frozen:
-                self.proc.send_signal(signal.SIGCONT)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGCONT)
                 self.frozen = False
 
     def close(self) -> int | None:
@@ -179,6 +205,9 @@ class RuntimeApiEmulator:
                     self.proc.kill()
                     self.proc.wait(10)
             code = self.proc.returncode
+            # Lambda ends the whole environment: nothing the runtime started outlives it.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
         self.server.shutdown()
         self.server.server_close()
         return code
