@@ -297,7 +297,7 @@ class Service(Generic[M]):
         self.begin_drain()
         finished = await self.gate.wait_empty_async(grace_s)
         cut_off = [] if finished else self.cut_off()
-        self.slot.stop()
+        await asyncio.to_thread(self.slot.stop)  # releasing may wait for a worker process
         log.info("model released", extra={"slot": self.slot.name, "cut_off": len(cut_off)})
         return cut_off
 

@@ -145,10 +145,15 @@ class WorkerProcess:
         raise _rebuild(message[1], message[2])
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the child (politely, then by force) and release the socket."""
+        """Stop the child (politely, then by force) and release the socket. A child busy with
+        a call cannot read `stop` until the call ends: it is killed at once (the caller, cut off
+        at a drain deadline, gets `WorkerDied`)."""
         if self._proc.poll() is None:
-            with contextlib.suppress(OSError, ValueError):
-                self._conn.send(("stop",))
+            if self._lock.locked():
+                self._proc.kill()
+            else:
+                with contextlib.suppress(OSError, ValueError):
+                    self._conn.send(("stop",))
             try:
                 self._proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -13,7 +13,12 @@ from tests.support.server import ServerProcess
 
 def test_thirty_two_concurrent_first_requests_give_exactly_one_load(tiny_model: Path) -> None:
     server = ServerProcess(
-        {"THAW_MODEL": str(tiny_model), "THAW_PRELOAD": "lazy", "THAW_QUEUE_SIZE": "32"}
+        {
+            "THAW_MODEL": str(tiny_model),
+            "THAW_PRELOAD": "lazy",
+            "THAW_QUEUE_SIZE": "32",
+            "THAW_WARM_WAIT_S": "120",  # the first requests wait through a whole cold load
+        }
     ).start()
     try:
         server.wait_live()

@@ -264,8 +264,8 @@ class RuntimeApiEmulator:
             invocation = self._invocations.get(request_id)
         if invocation is None or invocation.done.is_set():
             return False
+        invocation.answered_at = time.time()  # before the freeze, which may take a moment
         self.freeze()  # the response is out: Lambda freezes the environment until the next event
-        invocation.answered_at = time.time()
         invocation.outcome = outcome
         invocation.body = body
         invocation.error_type = error_type

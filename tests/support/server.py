@@ -85,6 +85,8 @@ class ServerProcess:
             except httpx.TransportError:
                 pass
             time.sleep(0.02)
+        # A server left running would load the machine for every later test.
+        self.stop()
         raise TimeoutError(f"{path} did not answer 200 within {timeout}s:\n{self.log[-3000:]}")
 
     def signal(self, signum: int = signal.SIGTERM) -> None:

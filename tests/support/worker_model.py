@@ -52,3 +52,8 @@ def boom(model: Model) -> None:
 
 def die(model: Model) -> None:
     os._exit(3)
+
+
+def nap(model: Model, seconds: float) -> int:
+    time.sleep(seconds)
+    return model.pid

@@ -62,7 +62,7 @@ def test_readiness_fails_at_once_and_accepted_work_finishes() -> None:
 
 def test_during_the_delay_new_requests_are_still_served() -> None:
     service = make_service()
-    drain = Drain(service, delay_s=0.3, timeout_s=5)
+    drain = Drain(service, delay_s=1.0, timeout_s=5)
 
     async def scenario() -> None:
         stopping = asyncio.ensure_future(drain.run("SIGTERM"))
@@ -70,12 +70,15 @@ def test_during_the_delay_new_requests_are_still_served() -> None:
         assert not service.accepting  # readiness already fails
         served = await service.run(lambda m: "in the delay")
         assert served.value == "in the delay"
-        await asyncio.sleep(0.4)
+        for _ in range(500):  # until the delay ends and the gate closes
+            if service.gate.closed:
+                break
+            await asyncio.sleep(0.01)
         with pytest.raises(Draining):
             await service.run(lambda m: "after")
         report = await stopping
         assert report.clean
-        assert report.seconds >= 0.3
+        assert report.seconds >= 1.0
 
     asyncio.run(scenario())
 

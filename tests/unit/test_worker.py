@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -77,8 +78,8 @@ def test_a_child_that_dies_fails_the_call_and_every_later_one() -> None:
 def test_a_load_past_its_timeout_kills_the_child() -> None:
     phases = PhaseRecorder()
     worker = WorkerProcess("tests.support.worker_model:load_hangs")
-    with pytest.raises(TimeoutError, match=r"did not finish within 0\.5s"):
-        worker.wait_loaded(phases, timeout=0.5)
+    with pytest.raises(TimeoutError, match=r"did not finish within 3s"):
+        worker.wait_loaded(phases, timeout=3)
     assert not alive(worker.pid)
     assert phases.snapshot()[0]["state"] == "failed"
 
@@ -160,3 +161,26 @@ def test_a_worker_stops_loading_when_told_or_when_its_parent_dies() -> None:
     )
     orphan = int(result.stdout.strip())
     assert wait_gone(orphan, 10)
+
+
+def test_closing_a_worker_busy_with_a_call_kills_it_at_once() -> None:
+    worker = WorkerProcess("tests.support.worker_model:load")
+    worker.wait_loaded(PhaseRecorder())
+    outcome: list[BaseException | int] = []
+
+    def call() -> None:
+        try:
+            outcome.append(worker.call("tests.support.worker_model:nap", 30))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(0.3)  # the call is in the child
+    started = time.monotonic()
+    worker.close()
+    assert time.monotonic() - started < 5  # not the 10 s polite wait, nor the 30 s nap
+    caller.join(10)
+    assert not caller.is_alive()
+    assert isinstance(outcome[0], WorkerDied)
+    assert not running(worker.pid)

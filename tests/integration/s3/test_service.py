@@ -19,7 +19,14 @@ SMALL: dict[str, Any] = {"prompt": "a red fox", "num_inference_steps": 2, "width
 
 def serve(s3: S3Server, ref: str, cache: Path, **env: str) -> ServerProcess:
     return ServerProcess(
-        {**s3.env(), "THAW_MODEL": ref, "THAW_CACHE_DIR": str(cache), "THAW_S3_PART_MB": "1", **env}
+        {
+            **s3.env(),
+            "THAW_MODEL": ref,
+            "THAW_CACHE_DIR": str(cache),
+            "THAW_S3_PART_MB": "1",
+            "THAW_WARM_WAIT_S": "120",  # a request may wait through a whole cold load
+            **env,
+        }
     ).start()
 
 
