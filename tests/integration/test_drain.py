@@ -184,7 +184,9 @@ def test_the_drain_deadline_cuts_off_and_logs_the_request_ids(tiny_model: Path) 
         server.stop()
 
     assert code == EXIT_CUT_OFF
-    assert 1.5 < exited_after < 15  # at the deadline, not when the 25 s generation would end
+    # At the deadline: not when the 25 s generation would end, nor after a polite 10 s wait for a
+    # worker too busy to read "stop" (it is killed).
+    assert 1.5 < exited_after < 8
     records = log_records(server)
     deadline = records[index_of(records, "drain deadline reached")]
     assert deadline["level"] == "warning"
