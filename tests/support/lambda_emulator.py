@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.support import procs
+
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "/2018-06-01/runtime"
 INVOKE_PREFIX = "/2015-03-31/functions/"
@@ -146,25 +148,12 @@ class RuntimeApiEmulator:
         """The kernel's one-letter state of the runtime process, or of `pid` ("T" while
         frozen, "X" once gone)."""
         assert self.proc is not None
-        try:
-            stat = Path(f"/proc/{pid or self.proc.pid}/stat").read_text()
-        except FileNotFoundError:
-            return "X"
-        return stat.rsplit(")", 1)[1].split()[0]
+        return procs.state(pid or self.proc.pid)
 
     def environment_pids(self) -> list[int]:
         """The runtime process and every process it started (its process group)."""
         assert self.proc is not None
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[2]) == self.proc.pid:  # its process group
-                    found.append(int(entry.name))
-        return found
+        return procs.group_pids(self.proc.pid)
 
     def freeze(self) -> None:
         """Stop the whole environment, as Lambda does: the runtime and any process it started

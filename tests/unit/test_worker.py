@@ -13,14 +13,7 @@ import pytest
 
 from runtime.phases import PhaseRecorder
 from runtime.worker import WorkerDied, WorkerProcess
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+from tests.support.procs import running
 
 
 def test_the_child_loads_reports_its_phases_and_answers_calls() -> None:
@@ -40,7 +33,7 @@ def test_the_child_loads_reports_its_phases_and_answers_calls() -> None:
         assert worker.pid != os.getpid()
     finally:
         worker.close()
-    assert not alive(worker.pid)
+    assert not running(worker.pid)
 
 
 def test_an_exception_in_a_call_comes_back_with_its_type_and_the_worker_lives_on() -> None:
@@ -60,7 +53,7 @@ def test_a_load_failure_is_raised_in_the_parent_and_the_child_is_gone() -> None:
     with pytest.raises(FileNotFoundError, match="no weights"):
         worker.wait_loaded(phases)
     assert phases.snapshot()[0]["state"] == "failed"
-    assert not alive(worker.pid)
+    assert not running(worker.pid)
 
 
 def test_a_child_that_dies_fails_the_call_and_every_later_one() -> None:
@@ -80,17 +73,8 @@ def test_a_load_past_its_timeout_kills_the_child() -> None:
     worker = WorkerProcess("tests.support.worker_model:load_hangs")
     with pytest.raises(TimeoutError, match=r"did not finish within 3s"):
         worker.wait_loaded(phases, timeout=3)
-    assert not alive(worker.pid)
+    assert not running(worker.pid)
     assert phases.snapshot()[0]["state"] == "failed"
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie (an orphan's zombie may wait for a PID 1 that never reaps)."""
-    try:
-        stat = (Path("/proc") / str(pid) / "stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def wait_gone(pid: int, within_s: float) -> bool:
