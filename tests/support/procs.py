@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _stat(pid: int | str) -> list[str] | None:
@@ -42,3 +47,17 @@ def state(pid: int) -> str:
 def running(pid: int) -> bool:
     """Alive and not a zombie (an orphan's zombie may wait for a PID 1 that never reaps)."""
     return state(pid) not in ("X", "Z")
+
+
+def run_python(code: str, env: dict[str, str] | None = None) -> str:
+    """Run `code` in a fresh interpreter at the project's root; its stdout (raises if it fails)."""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+    return result.stdout

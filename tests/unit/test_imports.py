@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+
+from tests.support.procs import run_python
 
 HEAVY = ("torch", "diffusers", "transformers")
 
@@ -15,7 +15,4 @@ def test_importing_the_app_leaves_heavy_modules_out() -> None:
         "import handler.app\n"
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+    assert json.loads(run_python(code).strip().splitlines()[-1]) == []

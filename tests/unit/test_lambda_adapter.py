@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,6 +23,7 @@ from runtime.slot import ModelSlot, RetryPolicy
 from runtime.states import SlotState
 from runtime.warmup import Target, Warmer, fan_out, fan_out_payload
 from tests.support.fakes import CountingLoader
+from tests.support.procs import run_python
 
 EVENTS = Path(__file__).resolve().parents[1] / "fixtures" / "events"
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:thaw:live"
@@ -300,17 +298,8 @@ def test_lambda_init_imports_neither_torch_nor_boto3() -> None:
         "heavy = ('torch', 'diffusers', 'transformers', 'boto3')\n"
         "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
     )
-    env = {**os.environ, "THAW_PRELOAD": "lazy", "AWS_LAMBDA_FUNCTION_NAME": "thaw-test"}
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env=env,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+    env = {"THAW_PRELOAD": "lazy", "AWS_LAMBDA_FUNCTION_NAME": "thaw-test"}
+    assert json.loads(run_python(code, env).strip().splitlines()[-1]) == []
 
 
 def test_a_fan_out_without_a_client_still_warms_this_environment() -> None:

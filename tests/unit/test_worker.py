@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from runtime.phases import PhaseRecorder
 from runtime.worker import WorkerDied, WorkerProcess
-from tests.support.procs import running
+from tests.support.procs import run_python, running
 
 
 def test_the_child_loads_reports_its_phases_and_answers_calls() -> None:
@@ -135,15 +132,7 @@ def test_a_worker_stops_loading_when_told_or_when_its_parent_dies() -> None:
         "print(w.pid, flush=True)\n"
         "import os; os._exit(0)\n"  # dies without closing anything
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    orphan = int(result.stdout.strip())
+    orphan = int(run_python(code).strip())
     assert wait_gone(orphan, 10)
 
 
