@@ -3,10 +3,18 @@
 A cold start on a fresh node reads gigabytes of weights from disk. Reading them in a thread while
 torch and diffusers import overlaps the two: file reads release the GIL, so the read costs wall
 time only where it outlasts the imports. The build phase then finds the bytes in memory.
+
+Pages already in the cache (a restarted container on a warm node) are not read again: copying
+gigabytes from the cache costs seconds of CPU that the imports and the server's own start need
+(measured with the SD-1.5-sized model: 5.2 s of prefetch, and the first /livez 1.8x a bare app's).
+`mincore` says which pages are resident; only the chunks with a missing page are read.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import mmap
 import os
 import threading
 import time
@@ -25,6 +33,53 @@ def weight_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.stat().st_size, reverse=True)
 
 
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_long,
+        ]
+        libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc() if os.name == "posix" else None
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def resident_pages(fd: int, size: int) -> bytes | None:
+    """One byte per page of the file, odd where the page is in the page cache; None if unknown."""
+    if _LIBC is None or size == 0:
+        return None
+    address = _LIBC.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    if address in (None, _MAP_FAILED):
+        return None
+    try:
+        vector = ctypes.create_string_buffer(-(-size // mmap.PAGESIZE))
+        if _LIBC.mincore(address, size, vector) != 0:
+            return None
+        return vector.raw
+    finally:
+        _LIBC.munmap(address, size)
+
+
+def _cached(pages: bytes | None, offset: int, length: int) -> bool:
+    if pages is None:
+        return False
+    chunk = pages[offset // mmap.PAGESIZE : -(-(offset + length) // mmap.PAGESIZE)]
+    # Linux sets only the lowest bit; a resident page is b"\x01".
+    return chunk.count(0) == 0
+
+
 def warm(
     folder: Path,
     phases: PhaseRecorder,
@@ -32,27 +87,36 @@ def warm(
     cancel: threading.Event | None = None,
     phase: str = "prefetch",
 ) -> int:
-    """Read every weight file once; return the bytes read. Progress shows in the phase."""
+    """Bring every weight file into the page cache; return the bytes covered (read or found
+    cached). Progress shows in the phase, with how much was already cached."""
     files = weight_files(folder)
     total = sum(p.stat().st_size for p in files)
-    done = 0
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
+    done = cached = 0
+    view = memoryview(bytearray(CHUNK))
     with phases.phase(phase):
         started = time.monotonic()
         for path in files:
             with path.open("rb", buffering=0) as handle:
-                os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-                while cancel is None or not cancel.is_set():
-                    count = handle.readinto(view)
-                    if not count:
+                fd = handle.fileno()
+                size = os.fstat(fd).st_size
+                pages = resident_pages(fd, size)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                for offset in range(0, size, CHUNK):
+                    if cancel is not None and cancel.is_set():
                         break
-                    done += count
+                    length = min(CHUNK, size - offset)
+                    if _cached(pages, offset, length):
+                        cached += length
+                    else:
+                        handle.seek(offset)
+                        length = handle.readinto(view) or 0
+                    done += length
             elapsed = max(time.monotonic() - started, 1e-6)
             phases.progress(
                 phase,
                 bytes_done=done,
                 bytes_total=total,
+                bytes_cached=cached,
                 mib_per_s=round(done / elapsed / 2**20, 1),
             )
     return done

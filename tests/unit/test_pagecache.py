@@ -1,11 +1,17 @@
-"""Page-cache warming: reads every weight file, largest first, with progress; honours cancel."""
+"""Page-cache warming: reads every weight file, largest first, with progress; honours cancel;
+does not read again what the cache already holds."""
 
 from __future__ import annotations
 
+import mmap
+import os
 import threading
 from pathlib import Path
 
-from runtime.pagecache import evict, warm, weight_files
+import pytest
+
+from runtime import pagecache
+from runtime.pagecache import evict, resident_pages, warm, weight_files
 from runtime.phases import PhaseRecorder
 
 
@@ -36,3 +42,39 @@ def test_a_cancelled_warm_stops_reading(tmp_path: Path) -> None:
     cancel = threading.Event()
     cancel.set()
     assert warm(tmp_path, PhaseRecorder(), cancel=cancel) == 0
+
+
+def test_pages_already_cached_are_not_read_again(tmp_path: Path) -> None:
+    make_model(tmp_path)
+    warm(tmp_path, PhaseRecorder())  # now every page is resident
+    big = tmp_path / "unet" / "diffusion_pytorch_model.safetensors"
+    fd = os.open(big, os.O_RDONLY)
+    try:
+        pages = resident_pages(fd, 3_000_000)
+    finally:
+        os.close(fd)
+    assert pages is not None
+    assert len(pages) == -(-3_000_000 // mmap.PAGESIZE)
+    assert all(page & 1 for page in pages)
+
+    phases = PhaseRecorder()
+    assert warm(tmp_path, phases) == 3_001_000
+    detail = phases.snapshot()[0]["detail"]
+    assert detail["bytes_cached"] == detail["bytes_total"] == 3_001_000
+
+
+def test_a_chunk_with_one_missing_page_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_model(tmp_path)
+    size = 3_000_000
+    missing = bytearray(b"\x01" * -(-size // mmap.PAGESIZE))
+    missing[100] = 0  # one page of the first chunk is not in the cache
+    vectors = {size: bytes(missing), 1_000: None}  # and nothing known about the small file
+    monkeypatch.setattr(pagecache, "CHUNK", 1024 * 1024)
+    monkeypatch.setattr(pagecache, "resident_pages", lambda fd, length: vectors[length])
+    phases = PhaseRecorder()
+    assert warm(tmp_path, phases) == 3_001_000
+    detail = phases.snapshot()[0]["detail"]
+    # chunks 2 and 3 of the big file were resident; chunk 1 and the small file were read
+    assert detail["bytes_cached"] == size - 1024 * 1024
