@@ -9,8 +9,10 @@ cache warm and cold (weights evicted with posix_fadvise DONTNEED before each run
     the server's own process, THAW_WORKER=thread, against the default worker process);
   - a plain script that imports and loads sequentially (the floor for a naive load);
   - thaw with preload off (lazy): spawn -> first image;
-  - a bare FastAPI app: spawn -> first /livez (the floor for listening).
-Variants are interleaved run by run; medians are reported with ratios to the baselines.
+  - a bare FastAPI app: spawn -> first /livez (the floor for listening), right before each thaw
+    start.
+Variants are interleaved run by run; medians are reported, and ratios to the baselines are
+medians of the per-run ratios.
 Then, on the tiny model: /livez latency while loading and while generating (worker process and
 thread), a warm /generate against the pipeline called directly, and throughput with
 p50/p95 latency at concurrency 1, 4, 8 and 16, and at 8 with micro-batching. Writes
@@ -66,6 +68,15 @@ class Samples:
     def med(self, name: str) -> float | None:
         found = self.values.get(name)
         return median(found) if found else None
+
+    def paired(self, name: str, base: str) -> float | None:
+        """Median of the per-run ratios name/base: each pair ran back to back, so a drift of the
+        machine between runs (here the same start took 0.5 s in one run and 0.9 s in another)
+        cancels out of the ratio."""
+        found, under = self.values.get(name), self.values.get(base)
+        if not found or not under or len(found) != len(under):
+            return None
+        return median(a / b for a, b in zip(found, under, strict=True))
 
 
 def rss_tree_mib(pid: int) -> float:
@@ -131,7 +142,7 @@ def plain_load(env: dict[str, str], samples: Samples, key: str) -> None:
         raise RuntimeError("plain load failed")
 
 
-def bare_listen(samples: Samples) -> None:
+def bare_listen(samples: Samples, key: str) -> None:
     port = free_port()
     started = time.monotonic()
     proc = spawn(
@@ -148,7 +159,9 @@ def bare_listen(samples: Samples) -> None:
         {},
     )
     try:
-        samples.add("bare/livez", wait_status(f"http://127.0.0.1:{port}/livez", started))
+        seconds = wait_status(f"http://127.0.0.1:{port}/livez", started)
+        samples.add("bare/livez", seconds)
+        samples.add(f"{key}/bare/livez", seconds)
     finally:
         stop(proc)
 
@@ -228,6 +241,11 @@ def ratio(a: float | None, b: float | None) -> str:
     return "—" if a is None or b is None else f"{a / b:.2f}x"
 
 
+def paired_ratio(samples: Samples, name: str, base: str) -> str:
+    found = samples.paired(name, base)
+    return ratio(samples.med(name), samples.med(base)) if found is None else f"{found:.2f}x"
+
+
 def anatomy_rows(samples: Samples, keys: list[str]) -> list[str]:
     rows = []
     for key in keys:
@@ -237,10 +255,11 @@ def anatomy_rows(samples: Samples, keys: list[str]) -> list[str]:
         phase_text = ", ".join(f"{p} {fmt(samples.med(f'{key}/phase/{p}'))}" for p in phases)
         ready = samples.med(f"{key}/thaw/ready")
         plain = samples.med(f"{key}/plain/ready")
+        listen = paired_ratio(samples, f"{key}/thaw/livez", f"{key}/bare/livez")
         rows.append(
-            f"| {key} | {fmt(samples.med(f'{key}/thaw/livez'))} "
-            f"({ratio(samples.med(f'{key}/thaw/livez'), samples.med('bare/livez'))} bare) "
-            f"| {phase_text} | {fmt(ready)} | {fmt(plain)} | {ratio(ready, plain)} "
+            f"| {key} | {fmt(samples.med(f'{key}/thaw/livez'))} ({listen} bare) "
+            f"| {phase_text} | {fmt(ready)} | {fmt(plain)} "
+            f"| {paired_ratio(samples, f'{key}/thaw/ready', f'{key}/plain/ready')} "
             f"| {fmt(samples.med(f'{key}/thaw/first_image'))} "
             f"| {fmt(samples.med(f'{key}/lazy/first_image'))} |"
         )
@@ -328,13 +347,13 @@ def main() -> None:
         stored = json.loads(args.samples.read_text())
         samples.values, keys = stored["values"], stored["keys"]
     for run in range(args.runs if args.samples is None else 0):
-        bare_listen(samples)
         for name, (folder, image, extra) in models.items():
             env = {"THAW_MODEL": str(folder), **extra}
             for cache in ("warm", "cold"):
                 key = f"{name}/{cache}"
                 if key not in keys:
                     keys.append(key)
+                bare_listen(samples, key)  # the floor, measured beside each cold start
                 for variant in variants:
                     if cache == "cold":
                         evict(weight_files(folder))
@@ -370,7 +389,8 @@ def main() -> None:
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, no GPU; `python -m bench.suite --runs {args.runs}"
         f"{' --compare-thread' if args.compare_thread else ''}`; "
-        f"medians of {args.runs} interleaved runs.",
+        f"medians of {args.runs} interleaved runs; ratios are medians of per-run ratios (each pair "
+        "ran back to back).",
         "",
         f"Bare FastAPI app, spawn → first /livez: {fmt(samples.med('bare/livez'))}.",
         "",
