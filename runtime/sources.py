@@ -125,6 +125,24 @@ class _FetchReport:
             log.info("fetch progress", extra=detail)
 
 
+PREFETCH_NICE = 10
+
+
+def _yield_cpu() -> None:
+    """Lower the calling thread's CPU priority (Linux threads carry their own nice value).
+
+    The prefetch thread mostly waits on disk or network; when it does need the CPU (copying pages,
+    hashing) it should take what the imports and the server's own start leave, not compete with
+    them for a container's one or two cores.
+    """
+    try:
+        thread = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, max(current, PREFETCH_NICE))
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at the usual priority
+        pass
+
+
 class Prefetch:
     """Resolve a model in a thread of its own, so a download overlaps the heavy imports.
 
@@ -143,6 +161,7 @@ class Prefetch:
         self._thread.start()
 
     def _run(self, resolve: Callable[[threading.Event], Path]) -> None:
+        _yield_cpu()
         try:
             self._path = resolve(self._cancel)
         except BaseException as exc:  # handed to the caller of result()

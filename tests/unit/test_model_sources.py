@@ -6,6 +6,7 @@ import errno
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from runtime.phases import PhaseRecorder
 from runtime.progress import ProgressMeter
 from runtime.s3 import FetchError, S3Location, safe_relpath
 from runtime.settings import Settings, SettingsError
-from runtime.sources import ModelNotFound, resolve_local
+from runtime.sources import PREFETCH_NICE, ModelNotFound, Prefetch, resolve_local
 from tests.support.hub_cache import COMMIT, hub_cache
 
 MiB = 1024 * 1024
@@ -171,3 +172,22 @@ def test_s3_settings_are_read_and_checked() -> None:
         Settings.from_env({"THAW_S3_ENDPOINT_URL": "minio:9000"})
     with pytest.raises(SettingsError, match="THAW_S3_PART_MB"):
         Settings.from_env({"THAW_S3_PART_MB": "0"})
+
+
+def test_the_prefetch_thread_yields_the_cpu_and_hands_back_its_result(tmp_path: Path) -> None:
+    seen: list[int] = []
+
+    def resolve(cancel: threading.Event) -> Path:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return tmp_path
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert Prefetch(resolve).result() == tmp_path
+    assert seen == [max(before, PREFETCH_NICE)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # caller untouched
+
+    def fails(cancel: threading.Event) -> Path:
+        raise ModelNotFound("no such model")
+
+    with pytest.raises(ModelNotFound, match="no such model"):
+        Prefetch(fails).result()
