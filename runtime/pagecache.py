@@ -5,9 +5,9 @@ torch and diffusers import overlaps the two: file reads release the GIL, so the 
 time only where it outlasts the imports. The build phase then finds the bytes in memory.
 
 Pages already in the cache (a restarted container on a warm node) are not read again: copying
-gigabytes from the cache costs seconds of CPU that the imports and the server's own start need
-(measured with the SD-1.5-sized model: 5.2 s of prefetch, and the first /livez 1.8x a bare app's).
-`mincore` says which pages are resident; only the chunks with a missing page are read.
+gigabytes out of the cache costs CPU that the imports and the server's own start need. `mincore`
+says which pages are resident; only the chunks with a missing page are read (measured with the
+2.1 GB SD-1.5-sized model: 0.05 s when all of it is cached, 1-2.6 s when it has to be read).
 """
 
 from __future__ import annotations
