@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from handler.config import Config
 from handler.early import LOAD_REF, worker_env
-from runtime import pagecache
+from runtime import collector, pagecache
 from runtime.phases import PhaseRecorder
 from runtime.slot import ModelSlot
 from runtime.sources import ModelNotFound, Prefetch, resolve_model
@@ -229,6 +229,7 @@ def release_pipeline(loaded: LoadedPipeline) -> None:
         return
     device = loaded.device
     del loaded
+    collector.unfreeze()  # the load froze the pipeline's objects: hand them back to be freed
     gc.collect()
     if device.startswith("cuda"):
         import torch
@@ -238,13 +239,14 @@ def release_pipeline(loaded: LoadedPipeline) -> None:
 
 def resolve_loader(config: Config) -> PipelineLoader:
     """`THAW_LOADER=package.module:function` swaps in a custom loader (same signature);
-    `THAW_WORKER=process` runs the loader in a child process."""
+    `THAW_WORKER=process` runs the loader in a child process. The loader that does the work
+    runs with the garbage collector paused (`THAW_GC_PAUSE`, see runtime.collector)."""
     if config.runtime.worker == "process":
-        return load_in_worker
-    if config.runtime.loader is None:
-        return load_pipeline
-    loader: PipelineLoader = resolve(config.runtime.loader)
-    return loader
+        return load_in_worker  # the worker's own loader pauses its collector
+    loader: PipelineLoader = (
+        load_pipeline if config.runtime.loader is None else resolve(config.runtime.loader)
+    )
+    return collector.pausing(loader) if config.runtime.gc_pause else loader
 
 
 def batch_key(params: GenerationParams) -> tuple[int, float, int | None, int | None]:

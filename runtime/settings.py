@@ -176,6 +176,7 @@ class Settings:
     max_batch: int = 1
     batch_window_ms: float = 10.0
     prefetch: bool = True
+    gc_pause: bool = True
     emf: bool = True
     worker: str = "process"
     metrics_namespace: str = "thaw"
@@ -244,6 +245,7 @@ class Settings:
             max_batch=env.integer("MAX_BATCH", 1, minimum=1, maximum=64),
             batch_window_ms=env.number("BATCH_WINDOW_MS", 10.0, maximum=10_000.0),
             prefetch=env.flag("PREFETCH", True),
+            gc_pause=env.flag("GC_PAUSE", True),
             emf=env.flag("EMF", True),
             worker=_worker(env),
             metrics_namespace=env.string("METRICS_NAMESPACE", "thaw"),
