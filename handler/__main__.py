@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import sys
 
-from handler.early import start_worker_early
+from handler.early import start_worker_early, startup_collector
 
 if __name__ == "__main__":
-    start_worker_early(os.environ)
-    from handler.server import main
+    with startup_collector(os.environ):
+        start_worker_early(os.environ)
+        from handler.server import main
 
     sys.exit(main())

@@ -11,7 +11,9 @@ standard library and `runtime.worker` / `runtime.settings` are imported here.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 
+from runtime import collector
 from runtime.settings import PreloadPolicy, Settings, SettingsError
 from runtime.worker import WorkerProcess
 
@@ -22,6 +24,16 @@ LOAD_REF = "handler.pipeline:load_from_env"
 def worker_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The worker's environment: this process's, with the loader running in-process there."""
     return {**environ, "THAW_WORKER": "thread"}
+
+
+def startup_collector(environ: Mapping[str, str]) -> AbstractContextManager[None]:
+    """Pause the garbage collector while the server imports its web stack, as loads do (see
+    runtime.collector): the modules it imports live as long as the process."""
+    try:
+        settings = Settings.from_env(environ)
+    except SettingsError:
+        return nullcontext()
+    return collector.paused() if settings.gc_pause else nullcontext()
 
 
 def start_worker_early(environ: Mapping[str, str]) -> WorkerProcess | None:

@@ -3,12 +3,13 @@ settings will load the model at startup in a worker process."""
 
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
 
 import runtime
-from handler.early import LOAD_REF, start_worker_early
+from handler.early import LOAD_REF, start_worker_early, startup_collector
 from runtime.worker import WorkerProcess
 
 
@@ -46,3 +47,23 @@ def test_the_runtime_package_names_resolve_on_first_use() -> None:
         assert getattr(runtime, name).__name__ == name
     with pytest.raises(AttributeError):
         _ = runtime.Nothing
+
+
+@pytest.mark.parametrize(
+    ("env", "paused"),
+    [
+        ({}, True),
+        ({"THAW_GC_PAUSE": "0"}, False),
+        ({"THAW_DEVICE": "abacus"}, False),  # invalid: the app reports it
+    ],
+)
+def test_the_web_stack_imports_with_the_collector_paused_unless_told_not_to(
+    env: dict[str, str], paused: bool
+) -> None:
+    gc.enable()
+    try:
+        with startup_collector(env):
+            assert gc.isenabled() is not paused
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
