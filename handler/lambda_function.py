@@ -11,24 +11,26 @@ from __future__ import annotations
 
 import os
 
-from handler.early import start_worker_early
+from handler.early import start_worker_early, startup_collector
 
 # First thing in INIT: the model worker starts importing torch while this process imports Mangum
-# and the app (handler/early.py); the slot's load below takes it.
-start_worker_early(os.environ)
+# and the app (handler/early.py); the slot's load below takes it. The imports run with the
+# garbage collector paused, as in `python -m handler` (runtime/collector.py).
+with startup_collector(os.environ):
+    start_worker_early(os.environ)
 
-import dataclasses  # noqa: E402
-import uuid  # noqa: E402
+    import dataclasses
+    import uuid
 
-from mangum import Mangum  # noqa: E402
+    from mangum import Mangum
 
-from handler.app import build_service, create_app  # noqa: E402
-from handler.config import Config  # noqa: E402
-from runtime.emf import EmfWriter  # noqa: E402
-from runtime.lambda_adapter import LambdaAdapter  # noqa: E402
-from runtime.lambda_events import InitType  # noqa: E402
-from runtime.logs import configure_logging  # noqa: E402
-from runtime.warmup import Warmer  # noqa: E402
+    from handler.app import build_service, create_app
+    from handler.config import Config
+    from runtime.emf import EmfWriter
+    from runtime.lambda_adapter import LambdaAdapter
+    from runtime.lambda_events import InitType
+    from runtime.logs import configure_logging
+    from runtime.warmup import Warmer
 
 # Probes answer at once whatever the model's state; every other path waits for the model.
 PROBE_PATHS = ("/livez", "/readyz", "/health")
