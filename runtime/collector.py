@@ -7,7 +7,7 @@ next to nothing to free. Measured on the 2-core dev VM, importing torch and diff
 the SD-1.5-sized fp16 pipeline: 692,455 tracked objects afterwards, 7 full collections during the
 load, and one more full collection costs 0.76 s to free 9,621 objects (no change in RSS). With the
 collector paused the same load took a median 6.35 s against 8.36 s (4 interleaved runs each,
-/tmp/gcimp.py, 2026-11-29).
+2026-11-29).
 
 So a load runs with the collector off, and on success what survived is frozen (`gc.freeze`: moved
 to a permanent generation that later collections skip, so they stay cheap while requests run).
@@ -21,6 +21,7 @@ collector comes back on only when the last one ends, and only if it was on befor
 
 from __future__ import annotations
 
+import functools
 import gc
 import threading
 from collections.abc import Callable, Iterator
@@ -64,12 +65,11 @@ def paused() -> Iterator[None]:
 def pausing(func: Callable[P, R]) -> Callable[P, R]:
     """`func`, run under `paused()`: for wrapping a model loader."""
 
+    @functools.wraps(func)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         with paused():
             return func(*args, **kwargs)
 
-    run.__name__ = getattr(func, "__name__", "loader")
-    run.__doc__ = func.__doc__
     return run
 
 
