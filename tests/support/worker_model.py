@@ -57,3 +57,11 @@ def die(model: Model) -> None:
 def nap(model: Model, seconds: float) -> int:
     time.sleep(seconds)
     return model.pid
+
+
+class ModelLibraryError(Exception):
+    """Stands for an exception class of a model library (torch's CUDA out-of-memory error)."""
+
+
+def boom_from_the_library(model: Model) -> None:
+    raise ModelLibraryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -44,6 +44,29 @@ def test_an_exception_in_a_call_comes_back_with_its_type_and_the_worker_lives_on
         worker.close()
 
 
+def test_a_library_exception_comes_back_as_text_without_importing_its_module() -> None:
+    """Unpickling torch's CUDA OOM error would import torch into the HTTP process."""
+    out = run_python(
+        "import sys\n"
+        "from runtime.phases import PhaseRecorder\n"
+        "from runtime.worker import RemoteError, WorkerProcess\n"
+        "worker = WorkerProcess('tests.support.worker_model:load')\n"
+        "worker.wait_loaded(PhaseRecorder())\n"
+        "try:\n"
+        "    worker.call('tests.support.worker_model:boom_from_the_library')\n"
+        "except RemoteError as exc:\n"
+        "    print(exc)\n"
+        "print(worker.call('tests.support.worker_model:echo', 7)[1])\n"
+        "print('tests.support.worker_model' in sys.modules)\n"
+        "worker.close()\n"
+    )
+    assert out.splitlines() == [
+        "ModelLibraryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        "7",
+        "False",
+    ]
+
+
 def test_a_load_failure_is_raised_in_the_parent_and_the_child_is_gone() -> None:
     phases = PhaseRecorder()
     worker = WorkerProcess("tests.support.worker_model:load_fails")
