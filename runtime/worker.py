@@ -182,10 +182,11 @@ _early: WorkerProcess | None = None
 _early_lock = threading.Lock()
 
 
-# Exceptions travel as themselves only when their class comes from here: unpickling one imports
-# its module in the parent, and a torch error (say `torch.cuda.OutOfMemoryError`) would import
-# torch into the HTTP process, 2.2 s of GIL-holding imports on the first failed request, measured.
-PORTABLE_ROOTS = frozenset(sys.stdlib_module_names) | {"runtime", "handler"}
+# Exceptions travel as themselves only when their class comes from the standard library or this
+# package: unpickling one imports its module in the parent, and a torch error (say
+# `torch.cuda.OutOfMemoryError`) imported torch into the HTTP process, 2.2 s of GIL-holding
+# imports on the first failed request, measured.
+PORTABLE_ROOTS = frozenset(sys.stdlib_module_names) | {"runtime"}  # not __name__: __main__ here
 
 
 class RemoteError(RuntimeError):
