@@ -4,6 +4,13 @@ A cold start on a fresh node reads gigabytes of weights from disk. Reading them 
 torch and diffusers import overlaps the two: file reads release the GIL, so the read costs wall
 time only where it outlasts the imports. The build phase then finds the bytes in memory.
 
+On Linux the pages are pulled in with `sendfile` to /dev/null: the kernel fills the page cache
+and copies nothing out to the process. Copying the bytes into a buffer with `read()` slowed the
+concurrent imports by about a second on a 2-vCPU VM: SD-1.5-sized fp16 model (2.1 GB), cold
+cache, imports + build, medians of 5 interleaved runs: `read()` 8.35 s (imports 7.65 s),
+`sendfile` 6.80 s (imports 6.20 s), no prefetch 8.57 s, warm cache without prefetch 6.75 s.
+Where `sendfile` cannot write to /dev/null (not Linux) the bytes are read into a buffer instead.
+
 Pages already in the cache (a restarted container on a warm node) are not read again: copying
 gigabytes out of the cache costs CPU that the imports and the server's own start need. `mincore`
 says which pages are resident; only the chunks with a missing page are read (measured with the
@@ -92,15 +99,16 @@ def warm(
     files = weight_files(folder)
     total = sum(p.stat().st_size for p in files)
     done = cached = 0
-    view = memoryview(bytearray(CHUNK))
-    with phases.phase(phase):
+    pull = _Puller()
+    with phases.phase(phase), pull:
         started = time.monotonic()
         for path in files:
             with path.open("rb", buffering=0) as handle:
                 fd = handle.fileno()
                 size = os.fstat(fd).st_size
                 pages = resident_pages(fd, size)
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                if hasattr(os, "posix_fadvise"):  # Linux: read ahead aggressively
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
                 for offset in range(0, size, CHUNK):
                     if cancel is not None and cancel.is_set():
                         break
@@ -108,8 +116,7 @@ def warm(
                     if _cached(pages, offset, length):
                         cached += length
                     else:
-                        handle.seek(offset)
-                        length = handle.readinto(view) or 0
+                        length = pull(fd, offset, length)
                     done += length
             elapsed = max(time.monotonic() - started, 1e-6)
             phases.progress(
@@ -120,6 +127,50 @@ def warm(
                 mib_per_s=round(done / elapsed / 2**20, 1),
             )
     return done
+
+
+class _Puller:
+    """Brings a file range into the page cache: `sendfile` to /dev/null where the kernel allows
+    it (no copy out to the process), else `pread` into a reused buffer."""
+
+    def __init__(self) -> None:
+        self._null: int | None = None
+        self._buffer: bytearray | None = None
+
+    def __enter__(self) -> _Puller:
+        if hasattr(os, "sendfile"):
+            try:
+                self._null = os.open(os.devnull, os.O_WRONLY)
+            except OSError:
+                self._null = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._null is not None:
+            os.close(self._null)
+            self._null = None
+
+    def __call__(self, fd: int, offset: int, length: int) -> int:
+        """Bring `length` bytes at `offset` in; return how many the file had."""
+        if self._null is not None:
+            try:
+                return self._send(fd, offset, length)
+            except OSError:  # /dev/null is no sendfile target here (macOS wants a socket)
+                os.close(self._null)
+                self._null = None
+        if self._buffer is None:
+            self._buffer = bytearray(CHUNK)
+        return os.preadv(fd, [memoryview(self._buffer)[:length]], offset)
+
+    def _send(self, fd: int, offset: int, length: int) -> int:
+        assert self._null is not None
+        pulled = 0
+        while pulled < length:
+            sent = os.sendfile(self._null, fd, offset + pulled, length - pulled)
+            if sent == 0:  # end of file
+                break
+            pulled += sent
+        return pulled
 
 
 def evict(paths: Iterable[Path]) -> None:

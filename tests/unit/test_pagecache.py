@@ -78,3 +78,46 @@ def test_a_chunk_with_one_missing_page_is_read(
     detail = phases.snapshot()[0]["detail"]
     # chunks 2 and 3 of the big file were resident; chunk 1 and the small file were read
     assert detail["bytes_cached"] == size - 1024 * 1024
+
+
+def test_without_sendfile_to_dev_null_the_bytes_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where /dev/null is no sendfile target (macOS wants a socket) the warm falls back to
+    reading, and still covers every byte."""
+    make_model(tmp_path)
+    evict(weight_files(tmp_path))
+    calls: list[int] = []
+
+    def refuse(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        calls.append(count)
+        raise OSError(38, "sendfile refused")
+
+    monkeypatch.setattr(pagecache, "resident_pages", lambda fd, length: None)
+    monkeypatch.setattr(os, "sendfile", refuse)
+    read: list[int] = []
+    real_preadv = os.preadv
+
+    def counting_preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        got = real_preadv(fd, buffers, offset)
+        read.append(got)
+        return got
+
+    monkeypatch.setattr(os, "preadv", counting_preadv)
+    assert warm(tmp_path, PhaseRecorder()) == 3_001_000
+    assert len(calls) == 1  # refused once, then not asked again
+    assert sum(read) == 3_001_000
+
+
+@pytest.mark.skipif(not hasattr(os, "sendfile"), reason="no sendfile on this platform")
+def test_the_pages_are_pulled_in_without_a_copy_to_the_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_model(tmp_path)
+    monkeypatch.setattr(pagecache, "resident_pages", lambda fd, length: None)
+
+    def no_reads(*args: object) -> int:
+        raise AssertionError("sendfile should have pulled the pages in")
+
+    monkeypatch.setattr(os, "preadv", no_reads)
+    assert warm(tmp_path, PhaseRecorder()) == 3_001_000
