@@ -4,8 +4,9 @@
 
 On a machine with CUDA, with the SD-1.5-shaped fp16 model (generated here by bench.make_sd15
 if missing; nothing is downloaded): spawn -> /readyz with its load phases (CUDA init and the
-`to_device` copy included), the first generation's cost against a warm one, and micro-batching's
-gain at concurrency 8. Medians of --runs spawns. Writes bench/results/gpu.md.
+weights' copy to the device included), the first generation's cost against a warm one (and what the
+THAW_WARM_INFERENCE warm-up takes off it), and micro-batching's gain at concurrency 8. Medians
+of --runs spawns. Writes bench/results/gpu.md.
 
 `--device cpu --tiny` runs the same script on the tiny model on a CPU, to check the script itself.
 """
@@ -100,7 +101,10 @@ def main() -> None:
         body = {"prompt": "a lighthouse", "num_inference_steps": 20, "width": 512, "height": 512}
         dtype = "float16"
     env = {"THAW_MODEL": str(folder), "THAW_DEVICE": args.device, "THAW_DTYPE": dtype}
-    starts = [cold_start(env, body) for _ in range(args.runs)]
+    starts, warmed = [], []
+    for _ in range(args.runs):  # interleaved: without, then with the warm-up inference
+        starts.append(cold_start(env, body))
+        warmed.append(cold_start({**env, "THAW_WARM_INFERENCE": "1"}, body))
     phases = sorted({name for run in starts for name in run["phases"]})
     unbatched = throughput({**env, "THAW_QUEUE_SIZE": "32"}, body, 8, args.requests)
     batched = throughput(
@@ -131,6 +135,12 @@ def main() -> None:
         f"| first generation ({step}) | {median([r['first'] for r in starts]):.3f} s |",
         f"| warm generation | {median([r['warm'] for r in starts]):.3f} s |",
         f"| first / warm | {median([r['first'] / r['warm'] for r in starts]):.2f}x |",
+        f"| with THAW_WARM_INFERENCE=1: spawn → /readyz | "
+        f"{median([r['ready'] for r in warmed]):.2f} s |",
+        f"| with THAW_WARM_INFERENCE=1: load phase `warmup` | "
+        f"{median([r['phases'].get('warmup', 0.0) for r in warmed]):.3f} s |",
+        f"| with THAW_WARM_INFERENCE=1: first generation | "
+        f"{median([r['first'] for r in warmed]):.3f} s |",
         f"| throughput at concurrency 8, no batching | {unbatched:.2f} images/s |",
         f"| throughput at concurrency 8, THAW_MAX_BATCH=8 | {batched:.2f} images/s "
         f"({batched / unbatched:.2f}x) |",

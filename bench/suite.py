@@ -184,6 +184,40 @@ def livez_while_loading(env: dict[str, str]) -> list[float]:
         stop(proc)
 
 
+WARM_BODY = {"prompt": "a lighthouse", "num_inference_steps": 10, "width": 64, "height": 64}
+
+
+def first_requests(env: dict[str, str]) -> dict[str, float]:
+    """One spawn: /readyz, the `warmup` phase if it ran, and the first two /generate calls after
+    ready: what a user's first request pays that the second does not."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    proc = spawn([python(), "-m", "handler"], {**env, "THAW_PORT": str(port)})
+    try:
+        out = {"ready": wait_status(f"{base}/readyz", started, 600, 0.05)}
+        with httpx.Client(base_url=base, timeout=600) as client:
+            phases = {p["name"]: p["seconds"] for p in client.get("/health").json()["phases"]}
+            out["warmup"] = phases.get("warmup") or 0.0
+            for name in ("first", "second"):
+                begun = time.perf_counter()
+                client.post("/generate", json=WARM_BODY).raise_for_status()
+                out[name] = time.perf_counter() - begun
+        return out
+    finally:
+        stop(proc)
+
+
+def warm_inference(env: dict[str, str], runs: int) -> dict[str, dict[str, list[float]]]:
+    """`first_requests` without and with THAW_WARM_INFERENCE=1, interleaved run by run."""
+    found: dict[str, dict[str, list[float]]] = {"off": {}, "on": {}}
+    for _ in range(runs):
+        for mode, extra in (("off", {}), ("on", {"THAW_WARM_INFERENCE": "1"})):
+            for name, seconds in first_requests({**env, **extra}).items():
+                found[mode].setdefault(name, []).append(seconds)
+    return found
+
+
 def throughput(
     env: dict[str, str], levels: tuple[int, ...], per_level: int
 ) -> dict[int, dict[str, float]]:
@@ -194,7 +228,7 @@ def throughput(
         [python(), "-m", "handler"],
         {**env, "THAW_PORT": str(port), "THAW_QUEUE_SIZE": str(max(levels) * 2)},
     )
-    body = {"prompt": "a lighthouse", "num_inference_steps": 10, "width": 64, "height": 64}
+    body = WARM_BODY
     out: dict[int, dict[str, float]] = {}
     try:
         wait_status(f"{base}/readyz", time.monotonic(), 600, 0.05)
@@ -414,6 +448,7 @@ def main() -> None:
     # Each pair ran back to back; the medians of each column are shown beside the paired ratio.
     levels = throughput(tiny_env, (1, 4, 8, 16), args.per_level)
     batched = throughput({**tiny_env, "THAW_MAX_BATCH": "8"}, (8,), args.per_level)
+    warmed = warm_inference(tiny_env, 3)
 
     # Every row starts the same server: the listening ratio is pooled over all of them too.
     pooled = [
@@ -462,6 +497,20 @@ def main() -> None:
         f"{median(paired):.3f}x ({fmt(median(warm), 'ms')} vs {fmt(median(direct), 'ms')}) |",
         f"| the same, THAW_WORKER=thread | {median(paired_t):.3f}x "
         f"({fmt(median(warm_t), 'ms')} vs {fmt(median(direct_t), 'ms')}) |",
+        "",
+        "| warm-up inference (tiny model; medians of 3 spawns each, interleaved) "
+        "| THAW_WARM_INFERENCE=0 (default) | THAW_WARM_INFERENCE=1 |",
+        "|---|---|---|",
+        *(
+            f"| {label} | {fmt(median(warmed['off'][name]), unit)} "
+            f"| {fmt(median(warmed['on'][name]), unit)} |"
+            for label, name, unit in (
+                ("spawn → /readyz", "ready", "s"),
+                ("load phase `warmup` (1 step at 64 px)", "warmup", "ms"),
+                ("first POST /generate after /readyz", "first", "ms"),
+                ("second POST /generate", "second", "ms"),
+            )
+        ),
         "",
         "| concurrency | requests/s | p50 | p95 |",
         "|---|---|---|---|",

@@ -154,7 +154,7 @@ class _Puller:
         """Bring `length` bytes at `offset` in; return how many the file had."""
         if self._null is not None:
             try:
-                return self._send(fd, offset, length)
+                return _send(self._null, fd, offset, length)
             except OSError:  # /dev/null is no sendfile target here (macOS wants a socket)
                 os.close(self._null)
                 self._null = None
@@ -162,15 +162,16 @@ class _Puller:
             self._buffer = bytearray(CHUNK)
         return os.preadv(fd, [memoryview(self._buffer)[:length]], offset)
 
-    def _send(self, fd: int, offset: int, length: int) -> int:
-        assert self._null is not None
-        pulled = 0
-        while pulled < length:
-            sent = os.sendfile(self._null, fd, offset + pulled, length - pulled)
-            if sent == 0:  # end of file
-                break
-            pulled += sent
-        return pulled
+
+def _send(sink: int, fd: int, offset: int, length: int) -> int:
+    """`sendfile` the range to `sink`; return how many bytes the file had."""
+    pulled = 0
+    while pulled < length:
+        sent = os.sendfile(sink, fd, offset + pulled, length - pulled)
+        if sent == 0:  # end of file
+            break
+        pulled += sent
+    return pulled
 
 
 def evict(paths: Iterable[Path]) -> None:
