@@ -55,7 +55,9 @@ from tests.support.procs import child_pids
 
 RESULTS = ROOT / "bench" / "results"
 SMALL_IMAGE = {"num_inference_steps": 1, "width": 64, "height": 64}
-# fp16 inference on a CPU takes minutes per image: the SD-1.5-sized model is timed to ready only.
+# fp16 inference on a CPU without fp16 arithmetic is slow: one image of the SD-1.5-sized model,
+# 1 step, took 65 s at 64 px and 427 s at 128 px here (2026-12-01). It is timed to ready only;
+# `make bench-gpu` times its first image on a GPU.
 SD15_IMAGE = None
 
 
