@@ -109,8 +109,14 @@ def thaw_cold_start(
         samples.add(f"{key}/{variant}/rss_mib", rss_tree_mib(proc.pid))
         with httpx.Client(base_url=base, timeout=600) as client:
             if variant == "thaw":
-                for phase in client.get("/health").json()["phases"]:
+                phases = client.get("/health").json()["phases"]
+                # /health counts a phase's start from the load attempt; the attempt's offset from
+                # spawn is what makes its last phase end at /readyz (to the 50 ms poll).
+                ends = [p["start_s"] + p["seconds"] for p in phases if p["seconds"] is not None]
+                offset = samples.values[f"{key}/thaw/ready"][-1] - max(ends, default=0.0)
+                for phase in phases:
                     samples.add(f"{key}/phase/{phase['name']}", phase["seconds"])
+                    samples.add(f"{key}/phase_at/{phase['name']}", offset + phase["start_s"])
             if image is not None:
                 client.post("/generate", json={"prompt": "first", **image}).raise_for_status()
                 samples.add(f"{key}/{variant}/first_image", time.monotonic() - started)
@@ -336,34 +342,61 @@ def worker_rows(samples: Samples, keys: list[str]) -> list[str]:
     return rows
 
 
+# One colour per phase in every row. The source phases run in the prefetch thread beside the
+# imports, so the plot draws them in a lane of their own rather than end to end with the rest.
+PHASE_COLOURS = {
+    "worker_start": "tab:orange",
+    "import": "tab:blue",
+    "configure": "tab:olive",
+    "build": "tab:green",
+    "to_device": "tab:purple",
+    "warmup": "tab:pink",
+    "resolve": "tab:brown",
+    "fetch": "tab:cyan",
+    "prefetch": "tab:red",
+}
+BESIDE_IMPORTS = frozenset({"resolve", "fetch", "prefetch"})
+
+
+def timeline(samples: Samples, key: str) -> list[tuple[str, float, float]]:
+    """(phase, start from spawn, seconds), medians of the runs."""
+    found = []
+    for name in (n.split("/")[-1] for n in samples.values if n.startswith(f"{key}/phase/")):
+        seconds = samples.med(f"{key}/phase/{name}")
+        begun = samples.med(f"{key}/phase_at/{name}")
+        if seconds and begun is not None:
+            found.append((name, begun, seconds))
+    return found
+
+
 def plot(samples: Samples, keys: list[str], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.9 * len(keys)))
+    fig, ax = plt.subplots(figsize=(9, 1.6 + 1.1 * len(keys)))
     labels = []
     for row, key in enumerate(keys):
         labels.append(f"{key}\nthaw | plain")
-        left = 0.0
-        phases = [
-            (name.split("/")[-1], samples.med(name))
-            for name in samples.values
-            if name.startswith(f"{key}/phase/")
-        ]
-        for name, seconds in phases:
-            if seconds:
-                ax.barh(row + 0.2, seconds, left=left, height=0.35, label=name)
-                left += seconds
+        for name, begun, seconds in timeline(samples, key):
+            lane, height = (row + 0.08, 0.14) if name in BESIDE_IMPORTS else (row + 0.27, 0.22)
+            colour = PHASE_COLOURS.get(name, "tab:gray")
+            ax.barh(lane, seconds, left=begun, height=height, color=colour, label=name)
+        for variant, marker, text in (("livez", "|", "first /livez"), ("ready", "D", "/readyz")):
+            at = samples.med(f"{key}/thaw/{variant}")
+            if at is not None:
+                ax.plot([at], [row + 0.27], marker=marker, color="black", markersize=9, label=text)
         plain = samples.med(f"{key}/plain/ready")
         if plain:
-            ax.barh(row - 0.2, plain, height=0.35, color="grey", label="plain script")
+            ax.barh(row - 0.22, plain, height=0.3, color="lightgray", label="plain script")
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles, strict=True))
-    ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=8)
+    ax.legend(
+        unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8
+    )
     ax.set_yticks(range(len(keys)), labels)
-    ax.set_xlabel("seconds from spawn (median)")
+    ax.set_xlabel("seconds from spawn (medians; prefetch and fetch run beside the imports)")
     ax.set_title("Cold start: thaw's load phases vs a plain import-and-load script")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
