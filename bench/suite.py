@@ -105,7 +105,8 @@ def thaw_cold_start(
     proc = spawn([python(), "-m", "handler"], {**env, "THAW_PORT": str(port)})
     try:
         samples.add(f"{key}/{variant}/livez", wait_status(f"{base}/livez", started))
-        samples.add(f"{key}/{variant}/ready", wait_status(f"{base}/readyz", started, 900, 0.05))
+        ready = wait_status(f"{base}/readyz", started, 900, 0.05)
+        samples.add(f"{key}/{variant}/ready", ready)
         samples.add(f"{key}/{variant}/rss_mib", rss_tree_mib(proc.pid))
         with httpx.Client(base_url=base, timeout=600) as client:
             if variant == "thaw":
@@ -113,7 +114,7 @@ def thaw_cold_start(
                 # /health counts a phase's start from the load attempt; the attempt's offset from
                 # spawn is what makes its last phase end at /readyz (to the 50 ms poll).
                 ends = [p["start_s"] + p["seconds"] for p in phases if p["seconds"] is not None]
-                offset = samples.values[f"{key}/thaw/ready"][-1] - max(ends, default=0.0)
+                offset = ready - max(ends, default=0.0)
                 for phase in phases:
                     samples.add(f"{key}/phase/{phase['name']}", phase["seconds"])
                     samples.add(f"{key}/phase_at/{phase['name']}", offset + phase["start_s"])
