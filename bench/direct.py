@@ -14,7 +14,7 @@ import time
 
 from handler.config import Config
 from handler.pipeline import GenerationParams, generate, load_pipeline
-from runtime.phases import PhaseRecorder
+from runtime.observe.phases import PhaseRecorder
 
 
 def main() -> None:

@@ -49,9 +49,9 @@ from bench.common import (
 )
 from bench.gpu_check import cold_start
 from bench.make_sd15 import default_output, default_sd15_output
-from runtime import pagecache
-from runtime.pagecache import evict, weight_files
-from runtime.phases import PhaseRecorder
+from runtime.observe.phases import PhaseRecorder
+from runtime.weights import pagecache
+from runtime.weights.pagecache import evict, weight_files
 from tests.support.procs import child_pids
 
 RESULTS = ROOT / "bench" / "results"

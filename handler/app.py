@@ -19,9 +19,9 @@ from handler.pipeline import PIPELINE, LoadedPipeline, release_pipeline, resolve
 from handler.routes import generate, metrics, probes
 from handler.schemas import request_model
 from handler.state import AppState
-from runtime.phases import PhaseRecorder
-from runtime.service import Service
-from runtime.slot import ModelSlot, RetryPolicy
+from runtime.lifecycle.service import Service
+from runtime.lifecycle.slot import ModelSlot, RetryPolicy
+from runtime.observe.phases import PhaseRecorder
 
 
 def build_service(

@@ -26,11 +26,11 @@ with startup_collector(os.environ):
 
     from handler.app import build_service, create_app
     from handler.config import Config
-    from runtime.emf import EmfWriter
-    from runtime.lambda_adapter import LambdaAdapter
-    from runtime.lambda_events import InitType
-    from runtime.logs import configure_logging
-    from runtime.warmup import Warmer
+    from runtime.aws.adapter import LambdaAdapter
+    from runtime.aws.emf import EmfWriter
+    from runtime.aws.events import InitType
+    from runtime.aws.warmup import Warmer
+    from runtime.observe.logs import configure_logging
 
 # Probes answer at once whatever the model's state; every other path waits for the model.
 PROBE_PATHS = ("/livez", "/readyz", "/health")

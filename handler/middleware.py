@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from handler.errors import error_response
-from runtime.telemetry import Telemetry
+from runtime.observe.telemetry import Telemetry
 
 log = logging.getLogger("thaw.http")
 

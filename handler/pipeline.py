@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from handler.config import Config
 from handler.early import LOAD_REF, worker_env
-from runtime import collector, pagecache
-from runtime.phases import PhaseRecorder
-from runtime.slot import ModelSlot
-from runtime.sources import ModelNotFound, Prefetch, resolve_model
+from runtime import collector
+from runtime.lifecycle.slot import ModelSlot
+from runtime.observe.phases import PhaseRecorder
+from runtime.weights import pagecache
+from runtime.weights.sources import ModelNotFound, Prefetch, resolve_model
 from runtime.worker import WorkerDied, WorkerProcess, resolve
 
 if TYPE_CHECKING:
@@ -215,7 +216,7 @@ def load_in_worker(config: Config, phases: PhaseRecorder) -> LoadedPipeline:
 
 def load_from_env(phases: PhaseRecorder) -> LoadedPipeline:
     """The worker process's loader: the configured one, from this process's environment."""
-    from runtime.logs import configure_logging
+    from runtime.observe.logs import configure_logging
 
     config = Config.from_env(os.environ)
     configure_logging(config.runtime.log_level)

@@ -1,9 +1,9 @@
 """The HTTP server behind `python -m handler`: uvicorn on THAW_HOST:THAW_PORT, with thaw's drain.
 
 On SIGTERM or SIGINT the server does not stop listening at once, as plain uvicorn would: it keeps
-answering (probes, and 503 Draining for new work) while `runtime.drain.Drain` lets accepted
-requests finish, and only then lets uvicorn close the listener and run the lifespan shutdown,
-which releases the model. See runtime/drain.py for the order and the deadline.
+answering (probes, and 503 Draining for new work) while `runtime.lifecycle.drain.Drain` lets
+accepted requests finish, and only then lets uvicorn close the listener and run the lifespan
+shutdown, which releases the model. See runtime/lifecycle/drain.py for the order and the deadline.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from types import FrameType
 
 import uvicorn
 
-from runtime.drain import LISTENER_CLOSE_S, Drain, DrainReport
-from runtime.logs import configure_logging
+from runtime.lifecycle.drain import LISTENER_CLOSE_S, Drain, DrainReport
+from runtime.observe.logs import configure_logging
 
 log = logging.getLogger("thaw.server")
 

@@ -10,7 +10,7 @@ from fastapi import Request
 from handler.config import Config
 from handler.pipeline import LoadedPipeline
 from handler.schemas import GenerateRequestBase
-from runtime.service import Service
+from runtime.lifecycle.service import Service
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from runtime.admission import AdmissionGate
     from runtime.errors import (
         DeadlineExceeded,
         Draining,
@@ -22,14 +21,15 @@ if TYPE_CHECKING:
         ThawError,
         WarmingUp,
     )
-    from runtime.phases import PhaseRecorder
-    from runtime.service import Service
+    from runtime.lifecycle.admission import AdmissionGate
+    from runtime.lifecycle.service import Service
+    from runtime.lifecycle.slot import ModelSlot, RetryPolicy
+    from runtime.lifecycle.states import SlotState
+    from runtime.observe.phases import PhaseRecorder
     from runtime.settings import PreloadPolicy, Settings, SettingsError
-    from runtime.slot import ModelSlot, RetryPolicy
-    from runtime.states import SlotState
 
 _HOMES = {
-    "AdmissionGate": "runtime.admission",
+    "AdmissionGate": "runtime.lifecycle.admission",
     "DeadlineExceeded": "runtime.errors",
     "Draining": "runtime.errors",
     "InvalidRequest": "runtime.errors",
@@ -38,14 +38,14 @@ _HOMES = {
     "PayloadTooLarge": "runtime.errors",
     "ThawError": "runtime.errors",
     "WarmingUp": "runtime.errors",
-    "PhaseRecorder": "runtime.phases",
-    "Service": "runtime.service",
+    "PhaseRecorder": "runtime.observe.phases",
+    "Service": "runtime.lifecycle.service",
     "PreloadPolicy": "runtime.settings",
     "Settings": "runtime.settings",
     "SettingsError": "runtime.settings",
-    "ModelSlot": "runtime.slot",
-    "RetryPolicy": "runtime.slot",
-    "SlotState": "runtime.states",
+    "ModelSlot": "runtime.lifecycle.slot",
+    "RetryPolicy": "runtime.lifecycle.slot",
+    "SlotState": "runtime.lifecycle.states",
 }
 
 __all__ = [

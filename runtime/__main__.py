@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from runtime.integrity import MANIFEST_NAME, IntegrityError, build_manifest
-from runtime.model_cache import InsufficientSpace, publish
-from runtime.phases import PhaseRecorder
-from runtime.progress import MB, Progress
+from runtime.observe.phases import PhaseRecorder
 from runtime.settings import Settings, SettingsError
-from runtime.sources import ModelNotFound, is_s3, resolve_local
+from runtime.weights.cache import InsufficientSpace, publish
+from runtime.weights.integrity import MANIFEST_NAME, IntegrityError, build_manifest
+from runtime.weights.progress import MB, Progress
+from runtime.weights.sources import ModelNotFound, is_s3, resolve_local
 
 
 class ProgressBar:
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
 def _fetch(args: argparse.Namespace, settings: Settings) -> int:
     dest: Path = args.to
     if is_s3(args.model):
-        from runtime.fetch import S3Options, fetch_to_folder
+        from runtime.weights.fetch import S3Options, fetch_to_folder
 
         options = S3Options(
             endpoint_url=args.endpoint_url or settings.s3_endpoint_url,

@@ -14,7 +14,7 @@ from enum import Enum, StrEnum
 from pathlib import Path
 from typing import TypeVar
 
-from runtime.sources import hub_cache_dir
+from runtime.weights.sources import hub_cache_dir
 
 E = TypeVar("E", bound=Enum)
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
-from runtime.phases import PhaseRecorder
+from runtime.observe.phases import PhaseRecorder
 
 
 class WorkerDied(RuntimeError):
@@ -286,7 +286,7 @@ def main(argv: list[str]) -> None:
     # The parent handles SIGINT/SIGTERM and stops the worker when it is done with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from runtime.logs import configure_logging
+    from runtime.observe.logs import configure_logging
 
     configure_logging(os.environ.get("THAW_LOG_LEVEL", "info"))
     serve(int(argv[1]), argv[2])

@@ -17,7 +17,7 @@ from handler.auth import require_api_key
 from handler.pipeline import GeneratedImage, GenerationParams, batch_key, generate_batch
 from handler.schemas import GenerateRequestBase
 from handler.state import AppState
-from runtime.service import Served
+from runtime.lifecycle.service import Served
 
 log = logging.getLogger("thaw.generate")
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from handler.state import AppState
-from runtime import prometheus
+from runtime.observe import prometheus
 
 router = APIRouter(tags=["probes"])
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from cfnlint.decode import cfn_yaml
 
-from runtime.lambda_events import EventKind, WarmupSource, classify
+from runtime.aws.events import EventKind, WarmupSource, classify
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

@@ -28,7 +28,7 @@ import yaml
 from referencing import Registry, Resource
 
 from handler.config import Config
-from runtime.drain import LISTENER_CLOSE_S
+from runtime.lifecycle.drain import LISTENER_CLOSE_S
 from runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

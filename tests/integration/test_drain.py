@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from runtime.drain import EXIT_CUT_OFF
+from runtime.lifecycle.drain import EXIT_CUT_OFF
 from tests.support.server import ServerProcess
 
 # The tiny model on one CPU thread: a few seconds for SLOW, under one for MEDIUM and SMALL.

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from runtime.phases import PhaseRecorder
+from runtime.observe.phases import PhaseRecorder
 
 
 class FakeClock:

@@ -14,7 +14,7 @@ from typing import Any
 
 from handler.config import Config
 from handler.pipeline import LoadedPipeline, load_pipeline
-from runtime.phases import PhaseRecorder
+from runtime.observe.phases import PhaseRecorder
 
 
 class _OutOfMemoryOnCue:

@@ -7,7 +7,7 @@ import time
 
 from handler.config import Config
 from handler.pipeline import LoadedPipeline, load_pipeline
-from runtime.phases import PhaseRecorder
+from runtime.observe.phases import PhaseRecorder
 
 
 def load(config: Config, phases: PhaseRecorder) -> LoadedPipeline:

@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from runtime.phases import PhaseRecorder
+from runtime.observe.phases import PhaseRecorder
 
 
 @dataclass

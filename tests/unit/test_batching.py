@@ -9,9 +9,9 @@ from collections.abc import Callable, Hashable
 import pytest
 
 from runtime.errors import InferenceFailed
-from runtime.service import Served, Service
+from runtime.lifecycle.service import Served, Service
+from runtime.lifecycle.slot import ModelSlot, RetryPolicy
 from runtime.settings import Settings
-from runtime.slot import ModelSlot, RetryPolicy
 from tests.support.fakes import CountingLoader, FakeModel
 
 

@@ -14,7 +14,7 @@ import pytest
 from handler.config import Config
 from handler.pipeline import LoadedPipeline, release_pipeline, resolve_loader
 from runtime import collector
-from runtime.phases import PhaseRecorder
+from runtime.observe.phases import PhaseRecorder
 from runtime.settings import Settings
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from runtime.phases import PhaseRecorder
+from runtime.observe.phases import PhaseRecorder
 from runtime.worker import WorkerDied, WorkerProcess
 from tests.support.procs import run_python, running
 
@@ -48,7 +48,7 @@ def test_a_library_exception_comes_back_as_text_without_importing_its_module() -
     """Unpickling torch's CUDA OOM error would import torch into the HTTP process."""
     out = run_python(
         "import sys\n"
-        "from runtime.phases import PhaseRecorder\n"
+        "from runtime.observe.phases import PhaseRecorder\n"
         "from runtime.worker import RemoteError, WorkerProcess\n"
         "worker = WorkerProcess('tests.support.worker_model:load')\n"
         "worker.wait_loaded(PhaseRecorder())\n"

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import LoadFailed
-from runtime.fetch import cache_folder
-from runtime.integrity import build_manifest
-from runtime.phases import PhaseRecorder
-from runtime.s3 import S3Location
+from runtime.lifecycle.slot import ModelSlot, RetryPolicy
+from runtime.lifecycle.states import SlotState
+from runtime.observe.phases import PhaseRecorder
 from runtime.settings import Settings
-from runtime.slot import ModelSlot, RetryPolicy
-from runtime.sources import resolve_model
-from runtime.states import SlotState
+from runtime.weights.fetch import cache_folder
+from runtime.weights.integrity import build_manifest
+from runtime.weights.s3 import S3Location
+from runtime.weights.sources import resolve_model
 from tests.integration.s3.conftest import key_of, object_gets
 from tests.support.s3_server import S3Server
 

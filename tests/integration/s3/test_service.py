@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtime.fetch import cache_folder
-from runtime.s3 import S3Location
+from runtime.weights.fetch import cache_folder
+from runtime.weights.s3 import S3Location
 from tests.integration.s3.conftest import object_gets
 from tests.support.s3_server import S3Server
 from tests.support.server import ServerProcess

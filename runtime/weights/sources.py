@@ -3,7 +3,7 @@ Face model id from the local cache, or `s3://bucket/prefix`.
 
 Resolution never downloads from a hub at run time: an id is looked up in the local hub cache
 (`HF_HOME` / `HF_HUB_CACHE`), and a missing id is a clear error naming the id and the cache path.
-An `s3://` reference is fetched once per environment into the cache (`runtime.fetch`).
+An `s3://` reference is fetched once per environment into the cache (`runtime.weights.fetch`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime.phases import PhaseRecorder
+from runtime.observe.phases import PhaseRecorder
 
 if TYPE_CHECKING:
-    from runtime.progress import Progress
     from runtime.settings import Settings
+    from runtime.weights.progress import Progress
 
 log = logging.getLogger("thaw.sources")
 
@@ -94,7 +94,7 @@ def resolve_model(
         return resolve_local(
             ref, phases, hub_cache=settings.hub_cache, revision=settings.model_revision
         )
-    from runtime.fetch import S3Options, fetch_to_cache
+    from runtime.weights.fetch import S3Options, fetch_to_cache
 
     options = S3Options(
         endpoint_url=settings.s3_endpoint_url,

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from runtime.fetch import cache_folder, content_digest
-from runtime.integrity import (
+from runtime.observe.phases import PhaseRecorder
+from runtime.settings import Settings, SettingsError
+from runtime.weights.cache import DiskUsage, InsufficientSpace, check_space, publish
+from runtime.weights.fetch import cache_folder, content_digest
+from runtime.weights.integrity import (
     IntegrityError,
     RemoteFile,
     build_manifest,
@@ -20,12 +23,9 @@ from runtime.integrity import (
     parse_manifest,
     verify_file,
 )
-from runtime.model_cache import DiskUsage, InsufficientSpace, check_space, publish
-from runtime.phases import PhaseRecorder
-from runtime.progress import ProgressMeter
-from runtime.s3 import FetchError, S3Location, safe_relpath
-from runtime.settings import Settings, SettingsError
-from runtime.sources import PREFETCH_NICE, ModelNotFound, Prefetch, resolve_local
+from runtime.weights.progress import ProgressMeter
+from runtime.weights.s3 import FetchError, S3Location, safe_relpath
+from runtime.weights.sources import PREFETCH_NICE, ModelNotFound, Prefetch, resolve_local
 from tests.support.hub_cache import COMMIT, hub_cache
 
 MiB = 1024 * 1024

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime import pagecache
-from runtime.pagecache import evict, resident_pages, warm, weight_files
-from runtime.phases import PhaseRecorder
+from runtime.observe.phases import PhaseRecorder
+from runtime.weights import pagecache
+from runtime.weights.pagecache import evict, resident_pages, warm, weight_files
 
 
 def make_model(folder: Path) -> None:

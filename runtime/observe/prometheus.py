@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from runtime.service import Service
-from runtime.states import SlotState
-from runtime.telemetry import Histogram
+from runtime.lifecycle.service import Service
+from runtime.lifecycle.states import SlotState
+from runtime.observe.telemetry import Histogram
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

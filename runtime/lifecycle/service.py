@@ -17,15 +17,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from runtime.admission import AdmissionGate, Ticket
 from runtime.clock import SYSTEM_CLOCK, Clock
 from runtime.errors import DeadlineExceeded, Draining, InferenceFailed, ThawError
-from runtime.idle import IdleUnloader
-from runtime.notify import Notifier
+from runtime.lifecycle.admission import AdmissionGate, Ticket
+from runtime.lifecycle.idle import IdleUnloader
+from runtime.lifecycle.notify import Notifier
+from runtime.lifecycle.slot import ModelSlot
+from runtime.lifecycle.states import SlotState
+from runtime.observe.telemetry import Telemetry
 from runtime.settings import PreloadPolicy, Settings
-from runtime.slot import ModelSlot
-from runtime.states import SlotState
-from runtime.telemetry import Telemetry
 
 log = logging.getLogger("thaw.service")
 
@@ -128,9 +128,9 @@ class Service(Generic[M]):
                 self._idle_watch.cancel()
                 self._idle_watch = None
             if last and not self.settings.on_lambda:
-                # A drain (runtime.drain) has usually emptied the gate by now; if its deadline
-                # cut requests off, their threads may run on, and waiting for them again would
-                # overrun the deadline the platform's grace period was sized for.
+                # A drain (runtime.lifecycle.drain) has usually emptied the gate by now; if its
+                # deadline cut requests off, their threads may run on, and waiting for them again
+                # would overrun the deadline the platform's grace period was sized for.
                 grace = 0.0 if self._cut else self.settings.drain_timeout_s
                 await self.shutdown(grace_s=grace)
 

@@ -15,10 +15,10 @@ import asyncio
 import logging
 from typing import Any
 
-from runtime.admission import AdmissionGate
 from runtime.clock import SYSTEM_CLOCK, Clock
-from runtime.slot import ModelSlot
-from runtime.states import SlotState
+from runtime.lifecycle.admission import AdmissionGate
+from runtime.lifecycle.slot import ModelSlot
+from runtime.lifecycle.states import SlotState
 
 log = logging.getLogger("thaw.idle")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from runtime.lambda_events import (
+from runtime.aws.events import (
     MAX_RESPONSE_BYTES,
     EventKind,
     InitType,
@@ -23,7 +23,7 @@ from runtime.lambda_events import (
     within_payload_limit,
 )
 
-EVENTS = Path(__file__).resolve().parents[1] / "fixtures" / "events"
+EVENTS = Path(__file__).resolve().parents[2] / "fixtures" / "events"
 
 
 def load(name: str) -> dict[str, Any]:

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime import model_cache
-from runtime.integrity import RemoteFile
-from runtime.progress import Listener, ProgressMeter
-from runtime.s3 import (
+from runtime.weights import cache as model_cache
+from runtime.weights.integrity import RemoteFile
+from runtime.weights.progress import Listener, ProgressMeter
+from runtime.weights.s3 import (
     Downloader,
     MiB,
     S3Location,

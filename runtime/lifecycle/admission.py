@@ -4,7 +4,7 @@ A request first *reserves* a place (refused with `Overloaded` when `limit + queu
 taken, with `Draining` once the gate is closed), may then wait for the model to warm up while
 holding it, and finally waits for its *turn* to run. A reservation is released exactly once, in
 `finally` paths or in the worker thread's completion, so a client that disconnects never leaks a
-place. Thread-safe and not bound to any event loop (see `runtime.notify`).
+place. Thread-safe and not bound to any event loop (see `runtime.lifecycle.notify`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.errors import Draining, Overloaded, QueueTimeout
-from runtime.notify import Notifier
+from runtime.lifecycle.notify import Notifier
 
 
 @dataclass(eq=False)

@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from runtime.drain import EXIT_CUT_OFF, Drain
 from runtime.errors import Draining
-from runtime.service import Service
+from runtime.lifecycle.drain import EXIT_CUT_OFF, Drain
+from runtime.lifecycle.service import Service
+from runtime.lifecycle.slot import ModelSlot, RetryPolicy
+from runtime.lifecycle.states import SlotState
 from runtime.settings import Settings, SettingsError
-from runtime.slot import ModelSlot, RetryPolicy
-from runtime.states import SlotState
 from tests.support.fakes import CountingLoader, FakeModel
 
 

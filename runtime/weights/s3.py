@@ -1,15 +1,15 @@
 """Model folders in S3 (or an S3-compatible store): list a prefix, download it in parallel.
 
 `s3://bucket/prefix` names every object under `prefix/`, mapped to the same relative paths in a
-local folder. When the prefix holds a `thaw-manifest.json` (see `runtime.integrity`), the manifest
-is authoritative: only the files it lists are fetched, each is checked against its sha256, and an
-entry may pin an object version.
+local folder. When the prefix holds a `thaw-manifest.json` (see `runtime.weights.integrity`), the
+manifest is authoritative: only the files it lists are fetched, each is checked against its sha256,
+and an entry may pin an object version.
 
 Objects are fetched as byte ranges (`part_size` each) by a pool of threads sharing one boto3
 client, every range with `If-Match: <etag>` so an object replaced mid-download fails loudly
 instead of mixing two versions. Each range is retried a few times on a network error before the
 whole fetch fails; the slot's backoff then retries the load. Nothing here decides where the files
-go or when they count as complete: `runtime.model_cache` does.
+go or when they count as complete: `runtime.weights.cache` does.
 """
 
 from __future__ import annotations
@@ -25,8 +25,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from runtime.integrity import MANIFEST_NAME, IntegrityError, RemoteFile, parse_manifest, verify_file
-from runtime.progress import ProgressMeter
+from runtime.weights.integrity import (
+    MANIFEST_NAME,
+    IntegrityError,
+    RemoteFile,
+    parse_manifest,
+    verify_file,
+)
+from runtime.weights.progress import ProgressMeter
 
 log = logging.getLogger("thaw.s3")
 

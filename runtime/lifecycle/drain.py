@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.clock import SYSTEM_CLOCK, Clock
-from runtime.service import Service
+from runtime.lifecycle.service import Service
 
 log = logging.getLogger("thaw.drain")
 

@@ -9,10 +9,10 @@ import time
 import pytest
 
 from runtime.errors import DeadlineExceeded, Draining, InferenceFailed, Overloaded, WarmingUp
-from runtime.service import Service
+from runtime.lifecycle.service import Service
+from runtime.lifecycle.slot import ModelSlot, RetryPolicy
+from runtime.lifecycle.states import SlotState
 from runtime.settings import PreloadPolicy, Settings
-from runtime.slot import ModelSlot, RetryPolicy
-from runtime.states import SlotState
 from tests.support.fakes import CountingLoader, FakeModel
 
 

@@ -17,9 +17,9 @@ from typing import Any, Generic, TypeVar
 
 from runtime.clock import SYSTEM_CLOCK, Clock
 from runtime.errors import Draining, LoadFailed, WarmingUp
-from runtime.notify import Notifier
-from runtime.phases import PhaseRecorder
-from runtime.states import SlotState
+from runtime.lifecycle.notify import Notifier
+from runtime.lifecycle.states import SlotState
+from runtime.observe.phases import PhaseRecorder
 
 log = logging.getLogger("thaw.slot")
 

@@ -15,17 +15,17 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
+from runtime.aws.adapter import LambdaAdapter
+from runtime.aws.events import InitType, WarmupRequest, WarmupSource
+from runtime.aws.warmup import Target, Warmer, fan_out, fan_out_payload
 from runtime.errors import LoadFailed
-from runtime.lambda_adapter import LambdaAdapter
-from runtime.lambda_events import InitType, WarmupRequest, WarmupSource
+from runtime.lifecycle.slot import ModelSlot, RetryPolicy
+from runtime.lifecycle.states import SlotState
 from runtime.settings import PreloadPolicy
-from runtime.slot import ModelSlot, RetryPolicy
-from runtime.states import SlotState
-from runtime.warmup import Target, Warmer, fan_out, fan_out_payload
 from tests.support.fakes import CountingLoader
 from tests.support.procs import run_python
 
-EVENTS = Path(__file__).resolve().parents[1] / "fixtures" / "events"
+EVENTS = Path(__file__).resolve().parents[2] / "fixtures" / "events"
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:thaw:live"
 
 

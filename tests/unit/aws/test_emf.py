@@ -7,14 +7,14 @@ import io
 import json
 from typing import Any
 
-from runtime.emf import MILLISECONDS, EmfWriter, Metric, server_timing
-from runtime.lambda_adapter import LambdaAdapter
-from runtime.lambda_events import InitType
+from runtime.aws.adapter import LambdaAdapter
+from runtime.aws.emf import MILLISECONDS, EmfWriter, Metric, server_timing
+from runtime.aws.events import InitType
+from runtime.aws.warmup import Warmer
+from runtime.lifecycle.slot import ModelSlot, RetryPolicy
 from runtime.settings import PreloadPolicy
-from runtime.slot import ModelSlot, RetryPolicy
-from runtime.warmup import Warmer
 from tests.support.fakes import CountingLoader
-from tests.unit.test_lambda_adapter import Context, event
+from tests.unit.aws.test_adapter import Context, event
 
 
 def documents(stream: io.StringIO) -> list[dict[str, Any]]:

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from runtime.admission import AdmissionGate
 from runtime.errors import Draining, Overloaded, QueueTimeout
+from runtime.lifecycle.admission import AdmissionGate
 
 
 def test_the_gate_accepts_limit_plus_queue_then_refuses_with_retry_after() -> None:

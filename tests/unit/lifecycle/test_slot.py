@@ -10,8 +10,8 @@ from collections.abc import Callable
 import pytest
 
 from runtime.errors import Draining, LoadFailed, WarmingUp
-from runtime.slot import ModelSlot, RetryPolicy
-from runtime.states import SlotState
+from runtime.lifecycle.slot import ModelSlot, RetryPolicy
+from runtime.lifecycle.states import SlotState
 from tests.support.fakes import CountingLoader, FakeClock, FakeModel, run_threads
 
 

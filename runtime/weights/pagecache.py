@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from runtime.phases import PhaseRecorder
+from runtime.observe.phases import PhaseRecorder
 
 WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".gguf"})
 CHUNK = 8 * 1024 * 1024

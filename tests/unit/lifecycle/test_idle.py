@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
-from runtime.idle import IdleUnloader
-from runtime.service import Service
+from runtime.lifecycle.idle import IdleUnloader
+from runtime.lifecycle.service import Service
+from runtime.lifecycle.slot import ModelSlot, RetryPolicy
+from runtime.lifecycle.states import SlotState
 from runtime.settings import Settings
-from runtime.slot import ModelSlot, RetryPolicy
-from runtime.states import SlotState
 from tests.support.fakes import CountingLoader, FakeClock, FakeModel
 
 IDLE_S = 60.0

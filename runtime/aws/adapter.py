@@ -13,10 +13,8 @@ import logging
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
-from runtime.clock import SYSTEM_CLOCK, Clock
-from runtime.emf import MILLISECONDS, SECONDS, EmfWriter, Metric, server_timing
-from runtime.errors import ThawError
-from runtime.lambda_events import (
+from runtime.aws.emf import MILLISECONDS, SECONDS, EmfWriter, Metric, server_timing
+from runtime.aws.events import (
     MAX_RESPONSE_BYTES,
     EventKind,
     InitType,
@@ -26,9 +24,11 @@ from runtime.lambda_events import (
     parse_function_arn,
     within_payload_limit,
 )
+from runtime.aws.warmup import Target, Warmer
+from runtime.clock import SYSTEM_CLOCK, Clock
+from runtime.errors import ThawError
+from runtime.lifecycle.slot import ModelSlot
 from runtime.settings import PreloadPolicy
-from runtime.slot import ModelSlot
-from runtime.warmup import Target, Warmer
 
 log = logging.getLogger("thaw.lambda")
 

@@ -18,9 +18,7 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from typing import Any, NotRequired, Protocol, TypedDict
 
-from runtime.clock import SYSTEM_CLOCK, Clock
-from runtime.errors import ThawError
-from runtime.lambda_events import (
+from runtime.aws.events import (
     MAX_WARMUP_CONCURRENCY,
     WARMUP_KEY,
     WARMUP_VALUE,
@@ -28,8 +26,10 @@ from runtime.lambda_events import (
     WarmupRequest,
     error_body,
 )
-from runtime.slot import ModelSlot
-from runtime.states import SlotState
+from runtime.clock import SYSTEM_CLOCK, Clock
+from runtime.errors import ThawError
+from runtime.lifecycle.slot import ModelSlot
+from runtime.lifecycle.states import SlotState
 
 log = logging.getLogger("thaw.warmup")
 
