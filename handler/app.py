@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from handler import errors
 from handler.config import Config
 from handler.middleware import BodyLimit, RequestContext
-from handler.pipeline import PIPELINE, LoadedPipeline, release_pipeline, resolve_loader
+from handler.pipeline import PIPELINE, LoadedPipeline, choose_loader, release_pipeline
 from handler.routes import generate, metrics, probes
 from handler.schemas import request_model
 from handler.state import AppState
@@ -29,7 +29,7 @@ def build_service(
 ) -> Service[LoadedPipeline]:
     """Bind the pipeline loader to the slot and wrap it in a service."""
     slot = PIPELINE if slot is None else slot
-    loader = resolve_loader(config)
+    loader = choose_loader(config)
 
     def load(phases: PhaseRecorder) -> LoadedPipeline:
         return loader(config, phases)
@@ -64,7 +64,7 @@ def create_app(
     app.include_router(metrics.router)
     app.include_router(generate.build_router(model))
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=config.runtime.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=config.server.max_body_bytes)
     app.add_middleware(RequestContext, telemetry=service.telemetry)  # outermost: sees every answer
     return app
 

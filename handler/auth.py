@@ -20,7 +20,7 @@ def supplied_key(request: Request) -> str | None:
 
 async def require_api_key(request: Request) -> None:
     """Refuse with 401 unless the request carries the configured key (constant-time compare)."""
-    expected = AppState.of(request).config.runtime.api_key
+    expected = AppState.of(request).config.server.api_key
     if expected is None:
         return
     supplied = supplied_key(request)

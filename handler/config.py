@@ -1,4 +1,5 @@
-"""The text-to-image function's configuration: runtime settings plus generation bounds.
+"""The text-to-image function's configuration: the runtime's settings, the pipeline's own, the
+bounds of a request, and the HTTP edge's.
 
 Read once from the environment at the process edge (`Config.from_env(os.environ)`), through the
 runtime's `EnvReader`, so every bad value fails at start naming its `THAW_*` variable.
@@ -13,6 +14,52 @@ from pathlib import Path
 from runtime.settings import EnvReader, Settings, SettingsError
 
 DEFAULT_MODEL_NAME = "tiny-sd"
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """How the diffusers pipeline is loaded and run."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    torch_threads: int = 0
+    warm_inference: bool = False
+    log_prompts: bool = False
+
+    @classmethod
+    def from_env(cls, env: EnvReader) -> PipelineSettings:
+        device = env.string("DEVICE", "auto").lower()
+        if device not in ("auto", "cpu", "cuda", "mps") and not device.startswith("cuda:"):
+            raise SettingsError(f"THAW_DEVICE={device!r} must be auto, cpu, cuda, cuda:N or mps")
+        dtype = env.string("DTYPE", "auto").lower()
+        if dtype not in ("auto", "float32", "float16", "bfloat16"):
+            raise SettingsError(f"THAW_DTYPE={dtype!r} must be auto, float32, float16 or bfloat16")
+        return cls(
+            device=device,
+            dtype=dtype,
+            torch_threads=env.integer("TORCH_THREADS", 0, minimum=0, maximum=1024),
+            warm_inference=env.flag("WARM_INFERENCE", False),
+            log_prompts=env.flag("LOG_PROMPTS", False),
+        )
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The HTTP edge: where uvicorn listens, the API key, the body limit."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = field(default=None, repr=False)
+    max_body_bytes: int = 64 * 1024
+
+    @classmethod
+    def from_env(cls, env: EnvReader) -> ServerSettings:
+        return cls(
+            host=env.string("HOST", "127.0.0.1"),
+            port=env.integer("PORT", 8000, minimum=0, maximum=65535),
+            api_key=env.optional("API_KEY"),
+            max_body_bytes=env.integer("MAX_BODY_BYTES", 64 * 1024, minimum=1024),
+        )
 
 
 @dataclass(frozen=True)
@@ -58,12 +105,18 @@ class Config:
     """Everything the function reads from the environment, validated."""
 
     runtime: Settings = field(default_factory=Settings)
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     limits: ImageLimits = field(default_factory=ImageLimits)
+    server: ServerSettings = field(default_factory=ServerSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
+        env = EnvReader(environ)
         return cls(
-            runtime=Settings.from_env(environ), limits=ImageLimits.from_env(EnvReader(environ))
+            runtime=Settings.from_env(environ),
+            pipeline=PipelineSettings.from_env(env),
+            limits=ImageLimits.from_env(env),
+            server=ServerSettings.from_env(env),
         )
 
     @property

@@ -5,7 +5,7 @@ cold start importing torch, transformers and diffusers. The parent used to start
 lifespan, after importing uvicorn, FastAPI and the app: the child's imports waited for the
 parent's. Started from here, first thing, the child imports while the parent does, and the
 slot's first load takes this worker (`WorkerProcess.take`) instead of starting another. Only the
-standard library and `runtime.worker` / `runtime.settings` are imported here.
+standard library, `runtime.worker`, `runtime.settings` and `handler.config` are imported here.
 """
 
 from __future__ import annotations
@@ -13,17 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 
+from handler.child import LOAD_REF
+from handler.config import Config
 from runtime import collector
-from runtime.settings import PreloadPolicy, Settings, SettingsError
+from runtime.settings import PreloadPolicy, Settings, SettingsError, WorkerMode
 from runtime.worker import WorkerProcess
-
-LOAD_REF = "handler.pipeline:load_from_env"
-"""What the worker runs to load: the configured loader, read from its environment."""
-
-
-def worker_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """The worker's environment: this process's, with the loader running in-process there."""
-    return {**environ, "THAW_WORKER": "thread"}
 
 
 def startup_collector(environ: Mapping[str, str]) -> AbstractContextManager[None]:
@@ -40,9 +34,9 @@ def start_worker_early(environ: Mapping[str, str]) -> WorkerProcess | None:
     """Start the worker now if the settings will load it at startup anyway (process worker,
     background or eager preload). Invalid settings start nothing: the app reports them."""
     try:
-        settings = Settings.from_env(environ)
+        settings = Config.from_env(environ).runtime
     except SettingsError:
         return None
-    if settings.worker != "process" or settings.preload is PreloadPolicy.LAZY:
+    if settings.worker is not WorkerMode.PROCESS or settings.preload is PreloadPolicy.LAZY:
         return None
-    return WorkerProcess.start_early(LOAD_REF, env=worker_env(environ))
+    return WorkerProcess.start_early(LOAD_REF, env=environ)

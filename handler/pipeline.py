@@ -18,14 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from handler.child import LOAD_REF
 from handler.config import Config
-from handler.early import LOAD_REF, worker_env
 from runtime import collector
 from runtime.lifecycle.slot import ModelSlot
 from runtime.observe.phases import PhaseRecorder
+from runtime.settings import WorkerMode
 from runtime.weights import pagecache
-from runtime.weights.sources import ModelNotFound, Prefetch, resolve_model
-from runtime.worker import WorkerDied, WorkerProcess, resolve
+from runtime.weights.sources import BackgroundResolve, ModelNotFound, resolve_model
+from runtime.worker import WorkerDied, WorkerProcess, import_ref
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -120,8 +121,8 @@ def load_pipeline(config: Config, phases: PhaseRecorder) -> LoadedPipeline:
     The model folder is resolved (an `s3://` model downloaded) in a thread of its own while
     torch and diffusers import, so a cold start costs about the longer of the two, not their sum.
     """
-    settings = config.runtime
-    fetch = Prefetch(lambda cancel: _model_folder(config, phases, cancel))
+    settings = config.pipeline
+    fetch = BackgroundResolve(lambda cancel: _model_folder(config, phases, cancel))
     try:
         with phases.phase("import"):
             import torch
@@ -180,7 +181,7 @@ def _model_folder(config: Config, phases: PhaseRecorder, cancel: threading.Event
     if settings.prefetch:
         # Read the weights into the page cache while torch and diffusers still import (reads
         # release the GIL), so the build finds them in memory.
-        pagecache.warm(folder, phases, cancel=cancel)
+        pagecache.prefetch(folder, phases, cancel=cancel)
     return folder
 
 
@@ -197,7 +198,7 @@ def load_in_worker(config: Config, phases: PhaseRecorder) -> LoadedPipeline:
     process never imports torch. The child reads the same settings from the environment."""
     # The worker `python -m handler` started before importing its web stack, if it matches:
     # then its phases began before this attempt (negative `start_s` in /health).
-    worker = WorkerProcess.take(LOAD_REF, env=worker_env(os.environ))
+    worker = WorkerProcess.take(LOAD_REF, env=os.environ)
     started = phases.begin("worker_start", at=worker.started_at)
     phases.end(started, at=worker.started_at + worker.spawn_seconds)
     phases.progress("worker_start", pid=worker.pid, started_early=worker.started_early)
@@ -212,15 +213,6 @@ def load_in_worker(config: Config, phases: PhaseRecorder) -> LoadedPipeline:
         source=summary["source"],
         default_size=tuple(summary["default_size"]),
     )
-
-
-def load_from_env(phases: PhaseRecorder) -> LoadedPipeline:
-    """The worker process's loader: the configured one, from this process's environment."""
-    from runtime.observe.logs import configure_logging
-
-    config = Config.from_env(os.environ)
-    configure_logging(config.runtime.log_level)
-    return resolve_loader(config)(config, phases)
 
 
 def release_pipeline(loaded: LoadedPipeline) -> None:
@@ -238,14 +230,20 @@ def release_pipeline(loaded: LoadedPipeline) -> None:
         torch.cuda.empty_cache()
 
 
-def resolve_loader(config: Config) -> PipelineLoader:
-    """`THAW_LOADER=package.module:function` swaps in a custom loader (same signature);
-    `THAW_WORKER=process` runs the loader in a child process. The loader that does the work
-    runs with the garbage collector paused (`THAW_GC_PAUSE`, see runtime.collector)."""
-    if config.runtime.worker == "process":
+def choose_loader(config: Config) -> PipelineLoader:
+    """`THAW_WORKER=process` (the default) runs the loader in a child process, `inline` in this
+    one (`in_process_loader`)."""
+    if config.runtime.worker is WorkerMode.PROCESS:
         return load_in_worker  # the worker's own loader pauses its collector
+    return in_process_loader(config)
+
+
+def in_process_loader(config: Config) -> PipelineLoader:
+    """The loader that does the work in this process: `load_pipeline`, or the one
+    `THAW_LOADER=package.module:function` names (same signature), run with the garbage collector
+    paused (`THAW_GC_PAUSE`, see runtime.collector)."""
     loader: PipelineLoader = (
-        load_pipeline if config.runtime.loader is None else resolve(config.runtime.loader)
+        load_pipeline if config.runtime.loader is None else import_ref(config.runtime.loader)
     )
     return collector.pausing(loader) if config.runtime.gc_pause else loader
 

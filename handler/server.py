@@ -76,8 +76,8 @@ def main() -> int:
     configure_logging(settings.log_level)
     config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
+        host=state.config.server.host,
+        port=state.config.server.port,
         log_config=None,
         log_level=settings.log_level,
         access_log=False,

@@ -28,7 +28,7 @@ class AppState:
         report = self.service.health()
         loaded = self.service.slot.peek()
         report["model"] = self.config.model_ref
-        report["device"] = loaded.device if loaded else self.config.runtime.device
-        report["dtype"] = loaded.dtype if loaded else self.config.runtime.dtype
+        report["device"] = loaded.device if loaded else self.config.pipeline.device
+        report["dtype"] = loaded.dtype if loaded else self.config.pipeline.dtype
         report["preload"] = self.config.runtime.preload.value
         return report

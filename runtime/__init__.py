@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from runtime.lifecycle.admission import AdmissionGate
     from runtime.lifecycle.service import Service
     from runtime.lifecycle.slot import ModelSlot, RetryPolicy
-    from runtime.lifecycle.states import SlotState
+    from runtime.lifecycle.states import ProcessState, SlotState
     from runtime.observe.phases import PhaseRecorder
     from runtime.settings import PreloadPolicy, Settings, SettingsError
 
@@ -45,6 +45,7 @@ _HOMES = {
     "SettingsError": "runtime.settings",
     "ModelSlot": "runtime.lifecycle.slot",
     "RetryPolicy": "runtime.lifecycle.slot",
+    "ProcessState": "runtime.lifecycle.states",
     "SlotState": "runtime.lifecycle.states",
 }
 
@@ -59,6 +60,7 @@ __all__ = [
     "PayloadTooLarge",
     "PhaseRecorder",
     "PreloadPolicy",
+    "ProcessState",
     "RetryPolicy",
     "Service",
     "Settings",

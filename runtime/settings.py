@@ -7,18 +7,19 @@ Every variable name lives here (or in the function package's own config, read th
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import TypeVar
 
-from runtime.weights.sources import hub_cache_dir
-
 E = TypeVar("E", bound=Enum)
 
 PREFIX = "THAW_"
+
+log = logging.getLogger("thaw.settings")
 
 
 class SettingsError(ValueError):
@@ -119,6 +120,17 @@ def default_cache_dir(environ: Mapping[str, str]) -> Path:
     return Path(xdg) / "thaw"
 
 
+def hub_cache_dir(environ: Mapping[str, str]) -> Path:
+    """The Hugging Face hub cache folder, as huggingface_hub computes it."""
+    if environ.get("HF_HUB_CACHE"):
+        return Path(environ["HF_HUB_CACHE"])
+    home = environ.get("HF_HOME") or os.path.join(
+        environ.get("XDG_CACHE_HOME") or os.path.join(environ.get("HOME", "/tmp"), ".cache"),
+        "huggingface",
+    )
+    return Path(home) / "hub"
+
+
 def _url(env: EnvReader, name: str) -> str | None:
     value = env.optional(name)
     if value is not None and not value.startswith(("http://", "https://")):
@@ -126,16 +138,29 @@ def _url(env: EnvReader, name: str) -> str | None:
     return value
 
 
-def _worker(env: EnvReader) -> str:
-    value = env.string("WORKER", "process").lower()
-    if value not in ("thread", "process"):
-        raise SettingsError(f"THAW_WORKER={value!r} must be thread or process")
-    return value
+class WorkerMode(StrEnum):
+    """Where the model lives."""
+
+    PROCESS = "process"
+    """In a child process (`runtime.worker`): the server never imports torch (the default)."""
+
+    INLINE = "inline"
+    """In the server's own process, loaded in a thread."""
+
+
+def _worker(env: EnvReader) -> WorkerMode:
+    if (env.raw("WORKER") or "").lower() == "thread":  # the name before 2026-12-02
+        log.warning("THAW_WORKER=thread is deprecated: it is now THAW_WORKER=inline")
+        return WorkerMode.INLINE
+    return env.choice("WORKER", WorkerMode, WorkerMode.PROCESS)
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The runtime's settings. Build with `Settings.from_env(os.environ)` at the process edge."""
+    """The runtime's own settings: what the lifecycle, the weight sources, the worker and the
+    Lambda adapter read. A function's settings (its device, its dtype) and the HTTP edge's (host,
+    port, key) belong to them, read with the same `EnvReader`. Build with
+    `Settings.from_env(os.environ)` at the process edge."""
 
     model: str | None = None
     model_revision: str = "main"
@@ -152,15 +177,6 @@ class Settings:
     load_backoff_max_s: float = 30.0
     load_cooldown_s: float = 30.0
     load_timeout_s: float = 1800.0
-    api_key: str | None = field(default=None, repr=False)
-    log_prompts: bool = False
-    device: str = "auto"
-    dtype: str = "auto"
-    torch_threads: int = 0
-    warm_inference: bool = False
-    max_body_bytes: int = 64 * 1024
-    host: str = "127.0.0.1"
-    port: int = 8000
     log_level: str = "info"
     cache_dir: Path = Path("/tmp/thaw-cache")
     on_lambda: bool = False
@@ -178,18 +194,12 @@ class Settings:
     prefetch: bool = True
     gc_pause: bool = True
     emf: bool = True
-    worker: str = "process"
+    worker: WorkerMode = WorkerMode.PROCESS
     metrics_namespace: str = "thaw"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         env = EnvReader(environ)
-        device = env.string("DEVICE", "auto").lower()
-        if device not in ("auto", "cpu", "cuda", "mps") and not device.startswith("cuda:"):
-            raise SettingsError(f"THAW_DEVICE={device!r} must be auto, cpu, cuda, cuda:N or mps")
-        dtype = env.string("DTYPE", "auto").lower()
-        if dtype not in ("auto", "float32", "float16", "bfloat16"):
-            raise SettingsError(f"THAW_DTYPE={dtype!r} must be auto, float32, float16 or bfloat16")
         log_level = env.string("LOG_LEVEL", "info").lower()
         if log_level not in ("debug", "info", "warning", "error"):
             raise SettingsError(
@@ -219,15 +229,6 @@ class Settings:
             load_backoff_max_s=env.number("LOAD_BACKOFF_MAX_S", 30.0),
             load_cooldown_s=env.number("LOAD_COOLDOWN_S", 30.0),
             load_timeout_s=env.number("LOAD_TIMEOUT_S", 1800.0, minimum=0.001),
-            api_key=env.optional("API_KEY"),
-            log_prompts=env.flag("LOG_PROMPTS", False),
-            device=device,
-            dtype=dtype,
-            torch_threads=env.integer("TORCH_THREADS", 0, minimum=0, maximum=1024),
-            warm_inference=env.flag("WARM_INFERENCE", False),
-            max_body_bytes=env.integer("MAX_BODY_BYTES", 64 * 1024, minimum=1024),
-            host=env.string("HOST", "127.0.0.1"),
-            port=env.integer("PORT", 8000, minimum=0, maximum=65535),
             log_level=log_level,
             cache_dir=Path(cache) if cache else default_cache_dir(environ),
             on_lambda=bool(environ.get("AWS_LAMBDA_FUNCTION_NAME")),

@@ -33,7 +33,7 @@ class WorkerDied(RuntimeError):
     """The model's process exited; the call (and the model) is lost."""
 
 
-def resolve(ref: str) -> Callable[..., Any]:
+def import_ref(ref: str) -> Callable[..., Any]:
     """`package.module:function` to the function."""
     module_name, _, attr = ref.partition(":")
     found: Callable[..., Any] = getattr(importlib.import_module(module_name), attr)
@@ -247,7 +247,7 @@ def serve(fd: int, load_ref: str) -> None:
     loading.set()
     threading.Thread(target=_stop_if_told, args=(conn, loading), daemon=True).start()
     try:
-        model = resolve(load_ref)(_ForwardingPhases(send))
+        model = import_ref(load_ref)(_ForwardingPhases(send))
     except BaseException as exc:
         send(("raise", *_portable(exc)))
         return
@@ -263,7 +263,7 @@ def serve(fd: int, load_ref: str) -> None:
             return
         _, func_ref, args = message
         try:
-            result = resolve(func_ref)(model, *args)
+            result = import_ref(func_ref)(model, *args)
         except Exception as exc:
             send(("raise", *_portable(exc)))
         else:

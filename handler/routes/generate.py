@@ -72,7 +72,7 @@ def render(request: Request, served: Served[GeneratedImage], request_id: str) ->
 async def serve(request: Request, params: GenerationParams) -> Response:
     state = AppState.of(request)
     request_id = getattr(request.state, "request_id", None) or state.service.new_request_id()
-    if state.config.runtime.log_prompts:
+    if state.config.pipeline.log_prompts:
         log.info("prompt", extra={"request_id": request_id, "prompt": params.prompt})
 
     served = await state.service.run_item(

@@ -22,7 +22,7 @@ async def livez() -> dict[str, str]:
 async def readyz(request: Request) -> JSONResponse:
     """200 when a request would be served now; 503 with the state otherwise."""
     state = AppState.of(request)
-    status = state.service.slot.state.public_name
+    status = state.service.slot.snapshot().status
     if state.service.accepting:
         return JSONResponse({"ready": True, "status": status})
     return JSONResponse(

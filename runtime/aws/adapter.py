@@ -159,7 +159,7 @@ class LambdaAdapter:
             "path": path,
             "status": status,
             "cold_start": first,
-            "state": self.slot.state.public_name,
+            "state": self.slot.snapshot().status,
         }
         self.metrics.emit(metrics, properties=properties)
 

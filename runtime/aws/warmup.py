@@ -252,7 +252,7 @@ class Warmer:
         return {
             "warm": snap.state is SlotState.READY,
             "cold_start": cold,
-            "status": snap.state.public_name,
+            "status": snap.status,
             "environment_id": self.environment_id,
             "load_seconds": None if snap.load_seconds is None else round(snap.load_seconds, 3),
             "source": request.source.value,

@@ -86,14 +86,14 @@ class Drain:
         with self._lock:
             return self._started_at is not None
 
-    def begin(self) -> bool:
+    def fail_readiness(self) -> bool:
         """Fail readiness at once (the state becomes `draining`); requests are still served.
         Returns True for the call that started the drain."""
         with self._lock:
             if self._started_at is not None:
                 return False
             self._started_at = self._clock.monotonic()
-        self.service.slot.drain()
+        self.service.slot.close()
         return True
 
     def hurry(self) -> None:
@@ -104,7 +104,7 @@ class Drain:
 
     async def run(self, reason: str) -> DrainReport:
         """Drain in order and return when accepted work is done or the deadline has passed."""
-        self.begin()
+        self.fail_readiness()
         self._hurry = asyncio.Event()
         if self._hurried:
             self._hurry.set()
@@ -120,7 +120,7 @@ class Drain:
         )
         if self.delay_s > 0:
             await self._until(asyncio.sleep(min(self.delay_s, self._left())))
-        self.service.begin_drain()
+        self.service.refuse_new()
         log.info("drain: refusing new requests", extra={"accepted": gate.accepted})
         finished = await self._until(gate.wait_empty_async(None))
         cut_off = [] if finished else self.service.cut_off()

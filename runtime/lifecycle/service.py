@@ -23,7 +23,7 @@ from runtime.lifecycle.admission import AdmissionGate, Ticket
 from runtime.lifecycle.idle import IdleUnloader
 from runtime.lifecycle.notify import Notifier
 from runtime.lifecycle.slot import ModelSlot
-from runtime.lifecycle.states import SlotState
+from runtime.lifecycle.states import ProcessState, SlotState
 from runtime.observe.telemetry import Telemetry
 from runtime.settings import PreloadPolicy, Settings
 
@@ -113,7 +113,7 @@ class Service(Generic[M]):
         with self._lock:
             self._holders += 1
             first = self._holders == 1
-        if first and self.slot.state in (SlotState.DRAINING, SlotState.STOPPED):
+        if first and self.slot.process_state is not ProcessState.SERVING:
             self.reopen()
         try:
             await self.astart()
@@ -287,14 +287,14 @@ class Service(Generic[M]):
 
     # -- stopping --------------------------------------------------------------------------------
 
-    def begin_drain(self) -> None:
+    def refuse_new(self) -> None:
         """Stop accepting: new work is refused, accepted work carries on."""
         self.gate.close()
-        self.slot.drain()
+        self.slot.close()
 
     async def shutdown(self, *, grace_s: float) -> list[str]:
         """Drain and release the model. Returns the ids of requests cut off at the deadline."""
-        self.begin_drain()
+        self.refuse_new()
         finished = await self.gate.wait_empty_async(grace_s)
         cut_off = [] if finished else self.cut_off()
         await asyncio.to_thread(self.slot.stop)  # releasing may wait for a worker process
@@ -319,7 +319,7 @@ class Service(Generic[M]):
         with self._cut_signal.lock:
             self._cut = False
         self.gate.reopen()
-        self.slot.reset()
+        self.slot.reopen()
 
     # -- reporting ---------------------------------------------------------------------------------
 
@@ -347,7 +347,7 @@ class Service(Generic[M]):
         with self._lock:
             served, failed = self._served, self._failed
         return {
-            "status": snap.state.public_name,
+            "status": snap.status,
             "load_attempts": snap.load_attempts,
             "loads_completed": snap.loads_completed,
             "load_seconds": None if snap.load_seconds is None else round(snap.load_seconds, 3),

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 from runtime.clock import SYSTEM_CLOCK, Clock
 from runtime.errors import Draining, LoadFailed, WarmingUp
 from runtime.lifecycle.notify import Notifier
-from runtime.lifecycle.states import SlotState
+from runtime.lifecycle.states import ProcessState, SlotState, public_status
 from runtime.observe.phases import PhaseRecorder
 
 log = logging.getLogger("thaw.slot")
@@ -74,6 +74,7 @@ class SlotSnapshot:
 
     name: str
     state: SlotState
+    process: ProcessState
     load_attempts: int
     loads_completed: int
     load_seconds: float | None
@@ -81,6 +82,11 @@ class SlotSnapshot:
     last_error: str | None
     retry_in_s: float | None
     first_ready_at: float | None
+
+    @property
+    def status(self) -> str:
+        """The word probes report (see `public_status`)."""
+        return public_status(self.state, self.process)
 
 
 class ModelSlot(Generic[M]):
@@ -106,8 +112,8 @@ class ModelSlot(Generic[M]):
         self._clock = clock
         self._notifier = Notifier()
         self._lock = self._notifier.lock
-        self._state = SlotState.COLD  # the model's own state: COLD, LOADING, READY or FAILED
-        self._stopping: SlotState | None = None  # DRAINING or STOPPED once the process stops
+        self._state = SlotState.COLD
+        self._process = ProcessState.SERVING
         self._model: M | None = None
         self._attempts = 0
         self._loads_completed = 0
@@ -142,14 +148,21 @@ class ModelSlot(Generic[M]):
 
     @property
     def state(self) -> SlotState:
+        """The model's state."""
         with self._lock:
-            return self._stopping or self._state
+            return self._state
+
+    @property
+    def process_state(self) -> ProcessState:
+        """Whether the process still serves, drains, or has stopped."""
+        with self._lock:
+            return self._process
 
     @property
     def ready(self) -> bool:
         """True when a request would be served by a loaded model now."""
         with self._lock:
-            return self._state is SlotState.READY and self._stopping is None
+            return self._state is SlotState.READY and self._process is ProcessState.SERVING
 
     def peek(self) -> M | None:
         """The model if loaded, without starting anything."""
@@ -166,7 +179,8 @@ class ModelSlot(Generic[M]):
                 retry_in = max(0.0, self._retry_at - now)
             return SlotSnapshot(
                 name=self.name,
-                state=self._stopping or self._state,
+                state=self._state,
+                process=self._process,
                 load_attempts=self._attempts,
                 loads_completed=self._loads_completed,
                 load_seconds=self._load_seconds,
@@ -185,7 +199,10 @@ class ModelSlot(Generic[M]):
         cool-down: it simply does not start (the state says why).
         """
         with self._lock:
-            if self._stopping is not None or self._state in (SlotState.LOADING, SlotState.READY):
+            if self._process is not ProcessState.SERVING or self._state in (
+                SlotState.LOADING,
+                SlotState.READY,
+            ):
                 return False
             if self._state is SlotState.FAILED and self._cooling_down():
                 return False
@@ -218,7 +235,7 @@ class ModelSlot(Generic[M]):
         Nothing is unloaded while the process is stopping: accepted work may still need it.
         """
         with self._lock:
-            if self._state is not SlotState.READY or self._stopping is not None:
+            if self._state is not SlotState.READY or self._process is not ProcessState.SERVING:
                 return False
             if only_if is not None and not only_if():
                 return False
@@ -229,28 +246,28 @@ class ModelSlot(Generic[M]):
         self._release_model(model)
         return True
 
-    def drain(self) -> None:
-        """Mark the process as stopping: no load starts; a loaded model stays for accepted work."""
+    def close(self) -> None:
+        """The process is stopping: no load starts; a loaded model stays for accepted work."""
         with self._lock:
-            if self._stopping is None:
-                self._stopping = SlotState.DRAINING
+            if self._process is ProcessState.SERVING:
+                self._process = ProcessState.DRAINING
                 self._notifier.notify_all()
 
     def stop(self) -> None:
         """Release the model for good. A load still running releases its model when it ends."""
         with self._lock:
-            self._stopping = SlotState.STOPPED
+            self._process = ProcessState.STOPPED
             model, self._model = self._model, None
             if self._state is SlotState.READY:
                 self._state = SlotState.COLD
             self._notifier.notify_all()
         self._release_model(model)
 
-    def reset(self) -> None:
-        """Leave DRAINING/STOPPED so the slot can load again (a new server in the same process)."""
+    def reopen(self) -> None:
+        """Serve again after `close`/`stop` (a new server in the same process, as in tests)."""
         with self._lock:
-            if self._stopping is SlotState.STOPPED or self._stopping is SlotState.DRAINING:
-                self._stopping = None
+            if self._process is not ProcessState.SERVING:
+                self._process = ProcessState.SERVING
                 self._notifier.notify_all()
 
     # -- internals (the lock is held where noted) -------------------------------------------------
@@ -263,15 +280,15 @@ class ModelSlot(Generic[M]):
         return self._clock.monotonic() < self._failed_at + self._retry.cooldown_s
 
     def _settled(self) -> bool:  # lock held
-        return self._state is not SlotState.LOADING or self._stopping is SlotState.STOPPED
+        return self._state is not SlotState.LOADING or self._process is ProcessState.STOPPED
 
     def _demand(self) -> None:
         with self._lock:
-            if self._stopping is SlotState.STOPPED:
+            if self._process is ProcessState.STOPPED:
                 raise Draining("the model was released: the process is stopping", retry_after=1)
             if self._state in (SlotState.LOADING, SlotState.READY):
                 return
-            if self._stopping is SlotState.DRAINING:
+            if self._process is ProcessState.DRAINING:
                 raise Draining("the process is stopping; no new load starts", retry_after=1)
             if self._state is SlotState.FAILED and self._cooling_down():
                 return  # _outcome reports the failure with the time left
@@ -279,7 +296,7 @@ class ModelSlot(Generic[M]):
 
     def _outcome(self) -> M:
         with self._lock:
-            if self._stopping is SlotState.STOPPED:
+            if self._process is ProcessState.STOPPED:
                 raise Draining("the model was released: the process is stopping", retry_after=1)
             if self._state is SlotState.READY and self._model is not None:
                 return self._model
@@ -347,7 +364,7 @@ class ModelSlot(Generic[M]):
         )
         with self._lock:
             self._last_error = reason
-            if final or self._stopping is not None:
+            if final or self._process is not ProcessState.SERVING:
                 self._state = SlotState.FAILED
                 self._failed_at = self._clock.monotonic()
                 self._notifier.notify_all()
@@ -381,7 +398,7 @@ class ModelSlot(Generic[M]):
 
     def _settle(self, model: M | None, run_started: float) -> None:
         with self._lock:
-            if self._stopping is SlotState.STOPPED:
+            if self._process is ProcessState.STOPPED:
                 self._state = SlotState.COLD
                 self._notifier.notify_all()
                 release_now = True

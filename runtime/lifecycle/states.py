@@ -1,4 +1,4 @@
-"""The states of a model slot."""
+"""The states of a model slot, and of the process around it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from enum import StrEnum
 
 
 class SlotState(StrEnum):
-    """Where a model slot stands. Probes and `/health` report these."""
+    """Where the model stands. Probes and `/health` report these while the process serves."""
 
     COLD = "cold"
     """No model in memory and no load running; the next demand starts one."""
@@ -20,13 +20,33 @@ class SlotState(StrEnum):
     FAILED = "failed"
     """Every attempt failed; the reason is kept and a fresh attempt may start after a cool-down."""
 
-    DRAINING = "draining"
-    """The process is stopping: accepted work finishes, new work is refused."""
-
-    STOPPED = "stopped"
-    """The model was released for good; the process is about to exit."""
-
     @property
     def public_name(self) -> str:
         """The word probes see; a loading slot is "warming_up", as operators expect."""
         return "warming_up" if self is SlotState.LOADING else self.value
+
+
+class ProcessState(StrEnum):
+    """Where the process stands, whatever its model's state."""
+
+    SERVING = "serving"
+    """Accepting work (the model's own state says whether it can be served now)."""
+
+    DRAINING = "draining"
+    """Stopping: accepted work finishes, new work is refused, no load starts."""
+
+    STOPPED = "stopped"
+    """The model was released for good; the process is about to exit."""
+
+
+def public_status(model: SlotState, process: ProcessState) -> str:
+    """The one word `/health` and `/readyz` report: the process's state once it stops serving,
+    else the model's."""
+    return model.public_name if process is ProcessState.SERVING else process.value
+
+
+STATUSES = tuple(
+    [state.public_name for state in SlotState]
+    + [state.value for state in ProcessState if state is not ProcessState.SERVING]
+)
+"""Every word `public_status` may give (the Prometheus state gauge has one sample each)."""

@@ -6,12 +6,10 @@ about as much as a fifth of a bare FastAPI start here. Call it from a worker thr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from runtime.lifecycle.service import Service
-from runtime.lifecycle.states import SlotState
-from runtime.observe.telemetry import Histogram
+from runtime.observe.telemetry import Histogram, TelemetrySnapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -20,12 +18,10 @@ def _histogram(core: Any, name: str, doc: str, hist: Histogram) -> Any:
     return core.HistogramMetricFamily(name, doc, buckets=hist.cumulative(), sum_value=hist.total)
 
 
-def _families(service: Service[Any]) -> Iterator[Any]:
+def _families(
+    health: dict[str, Any], snap: TelemetrySnapshot, states: Iterable[str]
+) -> Iterator[Any]:
     from prometheus_client import core
-
-    snap = service.telemetry.snapshot()
-    slot = service.slot.snapshot()
-    health = service.health()
 
     requests = core.CounterMetricFamily(
         "thaw_requests",
@@ -54,27 +50,29 @@ def _families(service: Service[Any]) -> Iterator[Any]:
     state = core.GaugeMetricFamily(
         "thaw_model_state", "1 for the model's current state", labels=["state"]
     )
-    for member in SlotState:
-        state.add_metric([member.public_name], 1.0 if member is slot.state else 0.0)
+    for name in states:
+        state.add_metric([name], 1.0 if name == health["status"] else 0.0)
     yield state
     yield core.CounterMetricFamily(
-        "thaw_load_attempts", "Load attempts in this process", value=slot.load_attempts
+        "thaw_load_attempts", "Load attempts in this process", value=health["load_attempts"]
     )
     yield core.CounterMetricFamily(
-        "thaw_loads_completed", "Loads that ended ready", value=slot.loads_completed
+        "thaw_loads_completed", "Loads that ended ready", value=health["loads_completed"]
     )
     phases = core.GaugeMetricFamily(
         "thaw_load_phase_seconds",
         "Duration of each phase of the last load attempt",
         labels=["phase"],
     )
-    for phase in slot.phases:
+    for phase in health["phases"]:
         if phase["seconds"] is not None:
             phases.add_metric([phase["name"]], phase["seconds"])
     yield phases
-    if slot.load_seconds is not None:
+    if health["load_seconds"] is not None:
         yield core.GaugeMetricFamily(
-            "thaw_load_seconds", "Seconds the last successful load took", value=slot.load_seconds
+            "thaw_load_seconds",
+            "Seconds the last successful load took",
+            value=health["load_seconds"],
         )
     ready_after = health["cold_start"]["ready_after_s"]
     if ready_after is not None:
@@ -91,13 +89,14 @@ def _families(service: Service[Any]) -> Iterator[Any]:
     )
 
 
-def render(service: Service[Any]) -> bytes:
-    """The text exposition of the service's metrics."""
+def render(health: dict[str, Any], telemetry: TelemetrySnapshot, states: Iterable[str]) -> bytes:
+    """The text exposition of a service's figures: its `/health` report, its telemetry, and
+    every state name the report's `status` may take (each a 0/1 sample)."""
     from prometheus_client import CollectorRegistry, generate_latest
 
     class _Collector:
         def collect(self) -> Iterator[Any]:
-            return _families(service)
+            return _families(health, telemetry, states)
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector())

@@ -87,7 +87,7 @@ def _cached(pages: bytes | None, offset: int, length: int) -> bool:
     return chunk.count(0) == 0
 
 
-def warm(
+def prefetch(
     folder: Path,
     phases: PhaseRecorder,
     *,

@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,17 +29,6 @@ _HF_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
 class ModelNotFound(FileNotFoundError):
     """The model reference points at nothing usable; the message says what to do."""
-
-
-def hub_cache_dir(environ: Mapping[str, str]) -> Path:
-    """The Hugging Face hub cache folder, as huggingface_hub computes it."""
-    if environ.get("HF_HUB_CACHE"):
-        return Path(environ["HF_HUB_CACHE"])
-    home = environ.get("HF_HOME") or os.path.join(
-        environ.get("XDG_CACHE_HOME") or os.path.join(environ.get("HOME", "/tmp"), ".cache"),
-        "huggingface",
-    )
-    return Path(home) / "hub"
 
 
 def looks_like_hub_id(ref: str) -> bool:
@@ -125,25 +114,25 @@ class _FetchReport:
             log.info("fetch progress", extra=detail)
 
 
-PREFETCH_NICE = 10
+BACKGROUND_NICE = 10
 
 
 def _yield_cpu() -> None:
     """Lower the calling thread's CPU priority (Linux threads carry their own nice value).
 
-    The prefetch thread mostly waits on disk or network; when it does need the CPU (copying pages,
+    The resolve thread mostly waits on disk or network; when it does need the CPU (copying pages,
     hashing) it should take what the imports and the server's own start leave, not compete with
     them for a container's one or two cores.
     """
     try:
         thread = threading.get_native_id()
         current = os.getpriority(os.PRIO_PROCESS, thread)
-        os.setpriority(os.PRIO_PROCESS, thread, max(current, PREFETCH_NICE))
+        os.setpriority(os.PRIO_PROCESS, thread, max(current, BACKGROUND_NICE))
     except (AttributeError, OSError):  # not Linux, or not allowed: run at the usual priority
         pass
 
 
-class Prefetch:
+class BackgroundResolve:
     """Resolve a model in a thread of its own, so a download overlaps the heavy imports.
 
     `result()` joins and returns the folder or raises what the resolve raised; `cancel()` asks a
@@ -156,7 +145,7 @@ class Prefetch:
         self._path: Path | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(
-            target=self._run, args=(resolve,), name="thaw-prefetch", daemon=True
+            target=self._run, args=(resolve,), name="thaw-resolve", daemon=True
         )
         self._thread.start()
 

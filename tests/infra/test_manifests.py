@@ -261,7 +261,7 @@ ALL_PODS = [KNATIVE, DEPLOYMENT, CLOUD_RUN]
 @pytest.mark.parametrize("relative", ALL_PODS)
 def test_probes_point_at_readyz_and_livez_on_the_served_port(relative: str) -> None:
     container = container_of(relative)
-    settings = config_of(relative).runtime
+    settings = config_of(relative).server
     assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     if "readinessProbe" in container:  # Cloud Run has none: its startup probe gates traffic
@@ -346,7 +346,7 @@ def test_keda_scales_the_deployment_to_zero_on_the_admission_limit() -> None:
 def test_a_gpu_is_requested_and_the_model_runs_on_it(relative: str) -> None:
     limits = container_of(relative)["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == "1"
-    assert config_of(relative).runtime.device == "cuda"
+    assert config_of(relative).pipeline.device == "cuda"
 
 
 def test_knative_and_cloud_run_scale_to_zero_and_cloud_run_gets_an_l4() -> None:

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from handler.config import Config
-from handler.pipeline import LoadedPipeline, release_pipeline, resolve_loader
+from handler.pipeline import LoadedPipeline, choose_loader, release_pipeline
 from runtime import collector
 from runtime.observe.phases import PhaseRecorder
-from runtime.settings import Settings
+from runtime.settings import Settings, WorkerMode
 
 
 @pytest.fixture(autouse=True)
@@ -104,13 +104,13 @@ def built_in_a_cycle(config: Config, phases: PhaseRecorder) -> LoadedPipeline:
 
 
 def config_with(**changes: Any) -> Config:
-    settings = Settings(loader=f"{__name__}:built_in_a_cycle", worker="thread", **changes)
+    settings = Settings(loader=f"{__name__}:built_in_a_cycle", worker=WorkerMode.INLINE, **changes)
     return Config(runtime=settings)
 
 
 def test_the_configured_loader_runs_paused_and_its_model_is_freed_on_release() -> None:
     gc.enable()
-    loaded = resolve_loader(config_with())(config_with(), PhaseRecorder())
+    loaded = choose_loader(config_with())(config_with(), PhaseRecorder())
     assert loaded.pipe["collector_on"] is False
     assert gc.isenabled()
     ref = weakref.ref(loaded.pipe["node"])
@@ -123,6 +123,6 @@ def test_the_configured_loader_runs_paused_and_its_model_is_freed_on_release() -
 def test_thaw_gc_pause_off_leaves_the_collector_alone() -> None:
     gc.enable()
     config = config_with(gc_pause=False)
-    loaded = resolve_loader(config)(config, PhaseRecorder())
+    loaded = choose_loader(config)(config, PhaseRecorder())
     assert loaded.pipe["collector_on"] is True
     assert gc.get_freeze_count() == 0

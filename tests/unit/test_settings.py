@@ -7,20 +7,21 @@ from pathlib import Path
 import pytest
 
 from handler.config import Config
-from runtime.settings import PreloadPolicy, Settings, SettingsError
+from runtime.settings import PreloadPolicy, Settings, SettingsError, WorkerMode
 
 
 def test_defaults() -> None:
     settings = Settings.from_env({"HOME": "/home/u"})
     assert settings.preload is PreloadPolicy.BACKGROUND
     assert settings.max_concurrency == 1
-    assert settings.host == "127.0.0.1"
+    assert settings.worker is WorkerMode.PROCESS
+    assert Config.from_env({}).server.host == "127.0.0.1"
     assert settings.cache_dir == Path("/home/u/.cache/thaw")
     assert not settings.on_lambda
 
 
 def test_values_are_parsed() -> None:
-    settings = Settings.from_env(
+    config = Config.from_env(
         {
             "THAW_PRELOAD": "Eager",
             "THAW_WARM_WAIT_S": "2.5",
@@ -30,12 +31,26 @@ def test_values_are_parsed() -> None:
             "THAW_MODEL": "org/model",
         }
     )
+    settings = config.runtime
     assert settings.preload is PreloadPolicy.EAGER
     assert settings.warm_wait_s == 2.5
     assert settings.max_concurrency == 4
-    assert settings.warm_inference
-    assert settings.device == "cuda:1"
+    assert config.pipeline.warm_inference
+    assert config.pipeline.device == "cuda:1"
     assert settings.model == "org/model"
+
+
+def test_the_old_worker_name_still_works_with_a_deprecation_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert Settings.from_env({"THAW_WORKER": "thread"}).worker is WorkerMode.INLINE
+    assert "THAW_WORKER=inline" in caplog.text
+    assert Settings.from_env({"THAW_WORKER": "inline"}).worker is WorkerMode.INLINE
+
+
+def test_the_runtime_settings_carry_no_function_or_edge_options() -> None:
+    fields = set(Settings.__dataclass_fields__)
+    assert not fields & {"device", "dtype", "torch_threads", "warm_inference", "api_key", "host"}
 
 
 def test_lambda_keeps_its_cache_in_tmp() -> None:

@@ -12,7 +12,7 @@ from runtime.errors import Draining
 from runtime.lifecycle.drain import EXIT_CUT_OFF, Drain
 from runtime.lifecycle.service import Service
 from runtime.lifecycle.slot import ModelSlot, RetryPolicy
-from runtime.lifecycle.states import SlotState
+from runtime.lifecycle.states import ProcessState
 from runtime.settings import Settings, SettingsError
 from tests.support.fakes import CountingLoader, FakeModel
 
@@ -42,7 +42,7 @@ def test_readiness_fails_at_once_and_accepted_work_finishes() -> None:
         assert (service.gate.running, service.gate.queued) == (1, 2)
         stopping = asyncio.ensure_future(drain.run("SIGTERM"))
         await asyncio.sleep(0.05)
-        assert service.slot.state is SlotState.DRAINING
+        assert service.slot.process_state is ProcessState.DRAINING
         assert not service.accepting
         with pytest.raises(Draining):
             await service.run(lambda m: "new")
@@ -106,7 +106,7 @@ def test_the_deadline_answers_accepted_requests_draining_and_names_them() -> Non
         shutdown_started = time.monotonic()
         await service.shutdown(grace_s=0)
         assert time.monotonic() - shutdown_started < 1
-        assert service.slot.state is SlotState.STOPPED
+        assert service.slot.process_state is ProcessState.STOPPED
 
     asyncio.run(scenario())
     assert service.gate.accepted_ids() == ["a"]  # its thread still runs
@@ -144,13 +144,13 @@ def test_begin_is_idempotent_and_the_lifespan_after_a_drain_releases_the_model()
     async def scenario() -> None:
         async with service.lifespan():
             await slot.aget(timeout=5)
-            assert drain.begin()
-            assert not drain.begin()
+            assert drain.fail_readiness()
+            assert not drain.fail_readiness()
             report = await drain.run("SIGTERM")
             assert report.clean
 
     asyncio.run(scenario())
-    assert slot.state is SlotState.STOPPED
+    assert slot.process_state is ProcessState.STOPPED
     assert len(loader.released) == 1
 
 

@@ -88,7 +88,7 @@ def test_a_request_that_slips_in_during_the_unload_check_keeps_the_model() -> No
 def test_nothing_is_unloaded_while_draining() -> None:
     clock = FakeClock()
     service, idle, _ = make(clock)
-    service.slot.drain()
+    service.slot.close()
     clock.advance(IDLE_S * 2)
     assert not idle.tick()
     assert service.slot.peek() is not None

@@ -11,7 +11,7 @@ import pytest
 from runtime.errors import DeadlineExceeded, Draining, InferenceFailed, Overloaded, WarmingUp
 from runtime.lifecycle.service import Service
 from runtime.lifecycle.slot import ModelSlot, RetryPolicy
-from runtime.lifecycle.states import SlotState
+from runtime.lifecycle.states import ProcessState, SlotState
 from runtime.settings import PreloadPolicy, Settings
 from tests.support.fakes import CountingLoader, FakeModel
 
@@ -53,7 +53,7 @@ def test_the_lifespan_entered_twice_loads_once_and_releases_on_the_last_exit() -
                 assert service.slot.state is SlotState.READY
             assert service.slot.state is SlotState.READY  # one holder left: keep the model
             assert loader.released == []
-        assert service.slot.state is SlotState.STOPPED
+        assert service.slot.process_state is ProcessState.STOPPED
 
     asyncio.run(scenario())
     assert loader.calls == 1
@@ -133,7 +133,7 @@ def test_overload_and_drain_refusals() -> None:
         await asyncio.sleep(0.1)
         with pytest.raises(Overloaded):
             await service.run(lambda m: None)
-        service.begin_drain()
+        service.refuse_new()
         hold.set()
         await first
         with pytest.raises(Draining):

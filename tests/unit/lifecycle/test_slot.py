@@ -11,7 +11,7 @@ import pytest
 
 from runtime.errors import Draining, LoadFailed, WarmingUp
 from runtime.lifecycle.slot import ModelSlot, RetryPolicy
-from runtime.lifecycle.states import SlotState
+from runtime.lifecycle.states import ProcessState, SlotState
 from tests.support.fakes import CountingLoader, FakeClock, FakeModel, run_threads
 
 
@@ -168,12 +168,12 @@ def test_draining_keeps_the_model_for_accepted_work_but_starts_no_load() -> None
     loader = CountingLoader()
     slot = make_slot(loader)
     model = slot.get(timeout=10)
-    slot.drain()
-    assert slot.state is SlotState.DRAINING
+    slot.close()
+    assert slot.process_state is ProcessState.DRAINING
     assert slot.get(timeout=1) is model
     assert not slot.ready
     cold = make_slot(CountingLoader())
-    cold.drain()
+    cold.close()
     with pytest.raises(Draining):
         cold.get(timeout=1)
 
@@ -184,7 +184,7 @@ def test_stop_releases_the_model_and_refuses_afterwards() -> None:
     model = slot.get(timeout=10)
     slot.stop()
     assert model.released
-    assert slot.state is SlotState.STOPPED
+    assert slot.process_state is ProcessState.STOPPED
     with pytest.raises(Draining):
         slot.get(timeout=1)
 

@@ -12,7 +12,7 @@ import pytest
 
 from runtime.observe.phases import PhaseRecorder
 from runtime.weights import pagecache
-from runtime.weights.pagecache import evict, resident_pages, warm, weight_files
+from runtime.weights.pagecache import evict, prefetch, resident_pages, weight_files
 
 
 def make_model(folder: Path) -> None:
@@ -29,7 +29,7 @@ def test_warm_reads_every_weight_file_and_reports_progress(tmp_path: Path) -> No
         "diffusion_pytorch_model.safetensors",
         "vae.safetensors",
     ]
-    assert warm(tmp_path, phases) == 3_001_000
+    assert prefetch(tmp_path, phases) == 3_001_000
     (phase,) = phases.snapshot()
     assert phase["name"] == "prefetch"
     assert phase["state"] == "done"
@@ -41,12 +41,12 @@ def test_a_cancelled_warm_stops_reading(tmp_path: Path) -> None:
     make_model(tmp_path)
     cancel = threading.Event()
     cancel.set()
-    assert warm(tmp_path, PhaseRecorder(), cancel=cancel) == 0
+    assert prefetch(tmp_path, PhaseRecorder(), cancel=cancel) == 0
 
 
 def test_pages_already_cached_are_not_read_again(tmp_path: Path) -> None:
     make_model(tmp_path)
-    warm(tmp_path, PhaseRecorder())  # now every page is resident
+    prefetch(tmp_path, PhaseRecorder())  # now every page is resident
     big = tmp_path / "unet" / "diffusion_pytorch_model.safetensors"
     fd = os.open(big, os.O_RDONLY)
     try:
@@ -58,7 +58,7 @@ def test_pages_already_cached_are_not_read_again(tmp_path: Path) -> None:
     assert all(page & 1 for page in pages)
 
     phases = PhaseRecorder()
-    assert warm(tmp_path, phases) == 3_001_000
+    assert prefetch(tmp_path, phases) == 3_001_000
     detail = phases.snapshot()[0]["detail"]
     assert detail["bytes_cached"] == detail["bytes_total"] == 3_001_000
 
@@ -74,7 +74,7 @@ def test_a_chunk_with_one_missing_page_is_read(
     monkeypatch.setattr(pagecache, "CHUNK", 1024 * 1024)
     monkeypatch.setattr(pagecache, "resident_pages", lambda fd, length: vectors[length])
     phases = PhaseRecorder()
-    assert warm(tmp_path, phases) == 3_001_000
+    assert prefetch(tmp_path, phases) == 3_001_000
     detail = phases.snapshot()[0]["detail"]
     # chunks 2 and 3 of the big file were resident; chunk 1 and the small file were read
     assert detail["bytes_cached"] == size - 1024 * 1024
@@ -104,7 +104,7 @@ def test_without_sendfile_to_dev_null_the_bytes_are_read(
         return got
 
     monkeypatch.setattr(os, "preadv", counting_preadv)
-    assert warm(tmp_path, PhaseRecorder()) == 3_001_000
+    assert prefetch(tmp_path, PhaseRecorder()) == 3_001_000
     assert len(calls) == 1  # refused once, then not asked again
     assert sum(read) == 3_001_000
 
@@ -120,4 +120,4 @@ def test_the_pages_are_pulled_in_without_a_copy_to_the_process(
         raise AssertionError("sendfile should have pulled the pages in")
 
     monkeypatch.setattr(os, "preadv", no_reads)
-    assert warm(tmp_path, PhaseRecorder()) == 3_001_000
+    assert prefetch(tmp_path, PhaseRecorder()) == 3_001_000

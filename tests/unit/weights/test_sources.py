@@ -25,7 +25,7 @@ from runtime.weights.integrity import (
 )
 from runtime.weights.progress import ProgressMeter
 from runtime.weights.s3 import FetchError, S3Location, safe_relpath
-from runtime.weights.sources import PREFETCH_NICE, ModelNotFound, Prefetch, resolve_local
+from runtime.weights.sources import BACKGROUND_NICE, BackgroundResolve, ModelNotFound, resolve_local
 from tests.support.hub_cache import COMMIT, hub_cache
 
 MiB = 1024 * 1024
@@ -182,12 +182,12 @@ def test_the_prefetch_thread_yields_the_cpu_and_hands_back_its_result(tmp_path: 
         return tmp_path
 
     before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    assert Prefetch(resolve).result() == tmp_path
-    assert seen == [max(before, PREFETCH_NICE)]
+    assert BackgroundResolve(resolve).result() == tmp_path
+    assert seen == [max(before, BACKGROUND_NICE)]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # caller untouched
 
     def fails(cancel: threading.Event) -> Path:
         raise ModelNotFound("no such model")
 
     with pytest.raises(ModelNotFound, match="no such model"):
-        Prefetch(fails).result()
+        BackgroundResolve(fails).result()
