@@ -130,18 +130,20 @@ class RequestContext:
 
 
 QUIET_ROUTES = frozenset({"/livez", "/readyz", "/health", "/metrics"})
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Matched with `fullmatch`: `$` would also match before a trailing newline, letting "id\n" through
+# into the echoed header and the logs.
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def request_id_for(scope: Scope) -> str:
     context = scope.get("aws.context")
     aws_id = getattr(context, "aws_request_id", None)
-    if isinstance(aws_id, str) and _SAFE_ID.match(aws_id):
+    if isinstance(aws_id, str) and _SAFE_ID.fullmatch(aws_id):
         return str(aws_id)
     for name, value in scope.get("headers") or []:
         if name == b"x-request-id":
             supplied = str(value.decode("latin-1"))
-            if _SAFE_ID.match(supplied):
+            if _SAFE_ID.fullmatch(supplied):
                 return supplied
             break
     return uuid.uuid4().hex
