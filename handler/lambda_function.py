@@ -32,8 +32,9 @@ with startup_collector(os.environ):
     from runtime.aws.warmup import Warmer
     from runtime.observe.logs import configure_logging
 
-# Probes answer at once whatever the model's state; every other path waits for the model.
-PROBE_PATHS = ("/livez", "/readyz", "/health")
+# The paths whose answer needs the model: on Lambda only these wait for a loading model (within the
+# invocation's time); probes, /metrics, the schema and unknown paths answer at once.
+MODEL_PATHS = ("/generate",)
 
 # One id per execution environment, reported by warm-up pings to count distinct environments.
 ENVIRONMENT_ID = uuid.uuid4().hex[:12]
@@ -56,7 +57,7 @@ def build_adapter(config: Config) -> LambdaAdapter:
         margin_s=settings.lambda_margin_s,
         max_wait_s=settings.warm_wait_s,
         max_response_bytes=settings.lambda_max_response_bytes,
-        no_wait_paths=PROBE_PATHS,
+        model_paths=MODEL_PATHS,
         metrics=EmfWriter(namespace=settings.metrics_namespace) if settings.emf else None,
     )
 

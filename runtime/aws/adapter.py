@@ -2,9 +2,10 @@
 
 Mangum re-runs an app's lifespan on every invocation (mangum#342), so on Lambda the app's
 lifespan is off and this adapter starts the model slot once, at INIT. Warm-up pings are answered
-here, before Mangum, which raises on events it cannot match. HTTP events wait for the model within
-the invocation's remaining time (less a margin) and then go to the HTTP handler (Mangum), whose
-result is kept under Lambda's 6 MB response limit.
+here, before Mangum, which raises on events it cannot match. HTTP events for the paths whose answer
+needs the model (the function names them) wait for it within the invocation's remaining time (less
+a margin); every HTTP event then goes to the HTTP handler (Mangum), whose result is kept under
+Lambda's 6 MB response limit.
 """
 
 from __future__ import annotations
@@ -44,7 +45,13 @@ class LambdaContext(Protocol):
 
 
 class LambdaAdapter:
-    """`adapter(event, context)` is the Lambda handler; `adapter.init(...)` runs once at INIT."""
+    """`adapter(event, context)` is the Lambda handler; `adapter.init(...)` runs once at INIT.
+
+    `model_paths` are the request paths whose answer needs the model (for text-to-image,
+    `/generate`): only those wait for a loading model. Probes, metrics, the schema and unknown
+    paths answer at once, whatever the model's state. The function gives the set, so this
+    adapter knows nothing of any function's routes.
+    """
 
     def __init__(
         self,
@@ -52,10 +59,10 @@ class LambdaAdapter:
         http: HttpHandler,
         warmer: Warmer,
         *,
+        model_paths: Collection[str],
         margin_s: float = 1.0,
         max_wait_s: float | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
-        no_wait_paths: Collection[str] = (),
         clock: Clock = SYSTEM_CLOCK,
         metrics: EmfWriter | None = None,
     ) -> None:
@@ -65,7 +72,7 @@ class LambdaAdapter:
         self.margin_s = margin_s
         self.max_wait_s = max_wait_s
         self.max_response_bytes = max_response_bytes
-        self.no_wait_paths = frozenset(no_wait_paths)
+        self.model_paths = frozenset(model_paths)
         self._clock = clock
         self.metrics = metrics
         self._invocations = 0
@@ -116,7 +123,7 @@ class LambdaAdapter:
             )
         path = http_path(event)
         waited = 0.0
-        if path not in self.no_wait_paths:
+        if path in self.model_paths:
             before = self._clock.monotonic()
             self._wait_for_model(budget)
             waited = self._clock.monotonic() - before

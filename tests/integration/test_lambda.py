@@ -246,6 +246,48 @@ def test_a_freeze_mid_load_resumes_and_a_short_deadline_gets_a_clean_503(
         emulator.close()
 
 
+def get_event(path: str) -> dict[str, Any]:
+    """A function URL `GET path` event."""
+    loaded = event("function_url_health.json")
+    loaded["rawPath"] = path
+    loaded["requestContext"]["http"]["path"] = path
+    return loaded
+
+
+def test_only_paths_that_need_the_model_wait_for_it(tiny_model: Path) -> None:
+    emulator = RuntimeApiEmulator()
+    emulator.start(
+        {
+            **BASE_ENV,
+            "THAW_MODEL": str(tiny_model),
+            "THAW_LOADER": "tests.support.slow_loader:load",
+            # Far longer than these invocations take, unless one of them waits for the load.
+            "THAW_TEST_LOAD_DELAY_S": "20",
+            "THAW_WARM_WAIT_S": "120",
+        }
+    )
+    try:
+        emulator.wait_init(60)
+        answers = {
+            path: emulator.invoke(get_event(path), timeout_ms=60_000)
+            for path in ("/metrics", "/openapi.json", "/docs", "/no-such-path")
+        }
+        assert all(answer.outcome == "response" for answer in answers.values())
+        statuses = {path: answer.result["statusCode"] for path, answer in answers.items()}
+        assert statuses == {
+            "/metrics": 200,
+            "/openapi.json": 200,
+            "/docs": 200,
+            "/no-such-path": 404,
+        }
+        # Had any of them waited for the model, the load would be over by now.
+        metrics = emulator.invoke(get_event("/metrics"), timeout_ms=60_000).result["body"]
+        assert 'thaw_model_state{state="warming_up"} 1.0' in metrics
+        assert health(emulator)["status"] == "warming_up"
+    finally:
+        emulator.close()
+
+
 def test_a_load_failure_in_provisioned_init_is_an_init_error(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-model"
     emulator = RuntimeApiEmulator()

@@ -85,7 +85,7 @@ def make(status: int = 200) -> tuple[LambdaAdapter, io.StringIO]:
         slot,
         TimedHttp(status),
         Warmer(slot, "env-self", invoker_factory=lambda: None, hold_s=0.0),
-        no_wait_paths=("/health",),
+        model_paths=("/generate",),
         metrics=EmfWriter(stream=stream),
     )
     return adapter, stream
