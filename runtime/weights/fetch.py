@@ -1,10 +1,10 @@
 """Fetch an S3 model folder once per environment: into the cache, or into a given folder (bake).
 
-The cache keeps one folder per bucket and prefix, and under it one snapshot per content (a digest
-of the listing: keys, sizes, ETags, or the manifest). A warm start lists the prefix (one request),
-finds the snapshot complete, and downloads nothing. If S3 cannot be reached but a complete
-snapshot is there, that snapshot is used with a warning, so a network blip does not fail a warm
-restart.
+The cache keeps one folder per endpoint, bucket and prefix (`cache_folder`), and under it one
+snapshot per content (a digest of the listing: keys, sizes, ETags, or the manifest). A warm start
+lists the prefix (one request), finds the snapshot complete, and downloads nothing. If S3 cannot
+be reached but a complete snapshot is there, that snapshot is used with a warning, so a network
+blip does not fail a warm restart.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ log = logging.getLogger("thaw.fetch")
 
 SOURCE_FILE = ".thaw-source.json"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_STEM_CHARS = 80
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,30 @@ class FetchResult:
     cached: bool
 
 
-def cache_folder(cache_root: Path, location: S3Location) -> Path:
-    """Where snapshots of `location` live: `<cache>/s3/<bucket>/<prefix with / as -->`."""
-    slug = _UNSAFE.sub("_", location.prefix.replace("/", "--")) or "_root"
-    return cache_root / "s3" / _UNSAFE.sub("_", location.bucket) / slug
+def cache_folder(cache_root: Path, location: S3Location, endpoint: str | None) -> Path:
+    """Where snapshots of `location` at `endpoint` live: `<cache>/s3/<stem>-<hash>`.
+
+    The hash (of endpoint, bucket and prefix) makes the name injective: `a/b` and `a--b`, or
+    one bucket name at two S3-compatible stores, never share a folder, whose snapshots the
+    offline fallback and the space eviction would take for their own. The stem (bucket and
+    prefix, made filesystem-safe and cut short) is only for people reading the folder. Folders
+    of the older `<cache>/s3/<bucket>/<prefix>` layout are not migrated: a model is fetched
+    once more into its new folder, and the old one can be deleted.
+    """
+    identity = json.dumps([(endpoint or "").rstrip("/"), location.bucket, location.prefix])
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    readable = f"{location.bucket}--{location.prefix.replace('/', '--')}".rstrip("-")
+    stem = _UNSAFE.sub("_", readable)[:_STEM_CHARS]
+    return cache_root / "s3" / f"{stem}-{digest}"
+
+
+def endpoint_of(client: Any, options: S3Options) -> str | None:
+    """The endpoint the cache is keyed by: the configured one, else the one the client uses
+    (boto3 resolves it from the region or `AWS_ENDPOINT_URL_S3`)."""
+    if options.endpoint_url:
+        return options.endpoint_url
+    endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None)
+    return endpoint if isinstance(endpoint, str) else None
 
 
 def content_digest(files: list[RemoteFile]) -> str:
@@ -88,8 +109,8 @@ def fetch_to_cache(
 ) -> FetchResult:
     """The local folder holding `ref` (`s3://bucket/prefix`), downloading it unless cached."""
     location = S3Location.parse(ref)
-    folder = cache_folder(cache_root, location)
     client = options.make_client()
+    folder = cache_folder(cache_root, location, endpoint_of(client, options))
     try:
         files, manifest = list_model(client, location)
     except S3Unreachable:

@@ -20,12 +20,13 @@ from runtime.lifecycle.slot import ModelSlot, RetryPolicy
 from runtime.lifecycle.states import SlotState
 from runtime.observe.phases import PhaseRecorder
 from runtime.settings import Settings
-from runtime.weights.fetch import cache_folder
+from runtime.weights.fetch import S3Options, cache_folder, fetch_to_cache
 from runtime.weights.integrity import build_manifest
-from runtime.weights.s3 import S3Location
+from runtime.weights.s3 import S3Location, make_client
 from runtime.weights.sources import resolve_model
-from tests.integration.s3.conftest import key_of, object_gets
+from tests.integration.s3.conftest import BUCKET, key_of, object_gets
 from tests.support.s3_server import S3Server
+from tests.support.server import free_port
 
 UNET = "unet/diffusion_pytorch_model.safetensors"
 COOLDOWN_S = 0.2
@@ -54,8 +55,8 @@ def same_files(fetched: Path, original: Path) -> bool:
     return all((fetched / p).read_bytes() == (original / p).read_bytes() for p in wanted)
 
 
-def leftovers(cache: Path, ref: str) -> list[str]:
-    folder = cache_folder(cache, S3Location.parse(ref))
+def leftovers(s3: S3Server, cache: Path, ref: str) -> list[str]:
+    folder = cache_folder(cache, S3Location.parse(ref), s3.endpoint)
     return sorted(p.name for p in folder.iterdir() if p.name != ".lock") if folder.exists() else []
 
 
@@ -151,13 +152,13 @@ def test_a_failed_fetch_leaves_no_model_and_recovers_once_fixed(
     assert snapshot.state is SlotState.FAILED
     assert snapshot.load_attempts == 2  # the slot's retry ran, and failed the same way
     assert error in failed.value.reason
-    assert leftovers(tmp_path, s3_model) == []  # no folder, complete-looking or not
+    assert leftovers(s3, tmp_path, s3_model) == []  # no folder, complete-looking or not
 
     fixed()
     time.sleep(COOLDOWN_S)
     path = slot.get(timeout=60)
     assert same_files(path, tiny_model)
-    assert leftovers(tmp_path, s3_model) == [path.name]
+    assert leftovers(s3, tmp_path, s3_model) == [path.name]
 
 
 @pytest.mark.parametrize(
@@ -205,7 +206,7 @@ def test_a_model_larger_than_the_free_space_fails_before_downloading(
     assert reason.startswith(f"InsufficientSpace: [Errno 28] {s3_model} needs 8 MB but only 4 MB")
     assert "EphemeralStorage" in reason
     assert object_gets(s3.requests()) == []
-    assert leftovers(small_disk, s3_model) == []
+    assert leftovers(s3, small_disk, s3_model) == []
 
 
 def test_access_denied_is_named(tmp_path: Path, tiny_model: Path) -> None:
@@ -246,3 +247,27 @@ def test_access_denied_is_named(tmp_path: Path, tiny_model: Path) -> None:
             assert "S3AccessDenied" in (slot.snapshot().last_error or "")
     finally:
         server.stop()
+
+
+def test_look_alike_prefixes_keep_their_own_cached_copies(s3: S3Server, tmp_path: Path) -> None:
+    tag = time.monotonic_ns()
+    # `a/b` and `a--b` (and `a b`, `a_b`) once shared one cache folder.
+    refs = {
+        f"s3://{BUCKET}/alike-{tag}/x": b"one",
+        f"s3://{BUCKET}/alike-{tag}--x": b"two",
+        f"s3://{BUCKET}/alike-{tag}/x y": b"three",
+        f"s3://{BUCKET}/alike-{tag}/x_y": b"four",
+    }
+    reachable = S3Options(endpoint_url=s3.endpoint)
+    fetched = {}
+    for ref, marker in refs.items():
+        _put(s3, ref, "marker.txt", marker)
+        fetched[ref] = fetch_to_cache(ref, tmp_path, reachable).path
+    assert len({path.parent for path in fetched.values()}) == len(refs)
+    # S3 out of reach: each reference falls back to its own copy, never another's.
+    dead = make_client(endpoint_url=f"http://127.0.0.1:{free_port()}")
+    unreachable = S3Options(endpoint_url=s3.endpoint, client=dead)
+    for ref, marker in refs.items():
+        result = fetch_to_cache(ref, tmp_path, unreachable)
+        assert result.cached
+        assert (result.path / "marker.txt").read_bytes() == marker, ref

@@ -30,8 +30,8 @@ def serve(s3: S3Server, ref: str, cache: Path, **env: str) -> ServerProcess:
     ).start()
 
 
-def cached(cache: Path, ref: str) -> list[str]:
-    folder = cache_folder(cache, S3Location.parse(ref))
+def cached(s3: S3Server, cache: Path, ref: str) -> list[str]:
+    folder = cache_folder(cache, S3Location.parse(ref), s3.endpoint)
     return sorted(p.name for p in folder.iterdir() if p.name != ".lock") if folder.exists() else []
 
 
@@ -94,13 +94,13 @@ def test_a_download_cut_midway_fails_with_a_reason_then_recovers(
         refused = server.post("/generate", json=SMALL)
         assert refused.status_code == 503
         assert refused.json()["error"]["code"] == "load_failed"
-        assert cached(tmp_path, s3_model) == []  # nothing that could pass for a model
+        assert cached(s3, tmp_path, s3_model) == []  # nothing that could pass for a model
 
         s3.heal()
         time.sleep(1.0)  # the cool-down
         recovered = server.post("/generate", json=SMALL)
         assert recovered.status_code == 200, recovered.text
-        assert len(cached(tmp_path, s3_model)) == 1
+        assert len(cached(s3, tmp_path, s3_model)) == 1
     finally:
         s3.heal()
         assert server.stop() == 0
@@ -113,7 +113,7 @@ def test_a_process_killed_mid_download_leaves_no_model_behind(
     server = serve(s3, s3_model, tmp_path)
     try:
         deadline = time.monotonic() + 60
-        while not any(".tmp-" in name for name in cached(tmp_path, s3_model)):
+        while not any(".tmp-" in name for name in cached(s3, tmp_path, s3_model)):
             assert time.monotonic() < deadline, server.log[-3000:]
             time.sleep(0.05)
         time.sleep(0.3)  # other files land; the unet stays half-written
@@ -122,7 +122,7 @@ def test_a_process_killed_mid_download_leaves_no_model_behind(
     finally:
         s3.heal()
         server.stop()
-    left = cached(tmp_path, s3_model)
+    left = cached(s3, tmp_path, s3_model)
     assert len(left) == 1
     assert ".tmp-" in left[0]
 
@@ -132,6 +132,6 @@ def test_a_process_killed_mid_download_leaves_no_model_behind(
         assert again.post("/generate", json=SMALL).status_code == 200
     finally:
         assert again.stop() == 0
-    left = cached(tmp_path, s3_model)
+    left = cached(s3, tmp_path, s3_model)
     assert len(left) == 1
     assert ".tmp-" not in left[0]  # the leftover is gone, the complete copy is in place

@@ -51,10 +51,32 @@ def test_s3_references_parse_and_map_to_a_cache_folder(tmp_path: Path) -> None:
     location = S3Location.parse("s3://bucket/models/sd15/")
     assert location == S3Location("bucket", "models/sd15")
     assert location.key("unet/w.bin") == "models/sd15/unet/w.bin"
-    assert cache_folder(tmp_path, location) == tmp_path / "s3" / "bucket" / "models--sd15"
+    folder = cache_folder(tmp_path, location, None)
+    assert folder.parent == tmp_path / "s3"
+    assert folder.name.startswith("bucket--models--sd15-")  # readable, then the hash
     assert S3Location.parse("s3://bucket").prefix == ""
     with pytest.raises(ValueError, match="names no bucket"):
         S3Location.parse("s3:///x")
+
+
+def test_the_s3_cache_folder_is_one_per_endpoint_bucket_and_prefix(tmp_path: Path) -> None:
+    places = [
+        ("b", "a/b", None),
+        ("b", "a--b", None),
+        ("b", "a_b", None),
+        ("b", "a b", None),
+        ("b-a", "b", None),
+        ("b", "a/b", "http://127.0.0.1:9000"),
+        ("b", "a/b", "https://minio.example"),
+        ("b", "", None),
+        ("b", "x" * 500 + "1", None),
+        ("b", "x" * 500 + "2", None),
+    ]
+    folders = [cache_folder(tmp_path, S3Location(*place[:2]), place[2]) for place in places]
+    assert len(set(folders)) == len(places)
+    assert all(len(folder.name) < 120 for folder in folders)
+    # The same place always maps to the same folder (a warm start finds its snapshot).
+    assert cache_folder(tmp_path, S3Location("b", "a/b"), "http://127.0.0.1:9000/") == folders[5]
 
 
 def test_keys_that_would_leave_the_model_folder_are_refused() -> None:
