@@ -1,4 +1,5 @@
-"""Optional API key on the generation routes (`THAW_API_KEY`); probes stay open."""
+"""Optional API key (`THAW_API_KEY`) on the generation routes and on `/health`'s detail; probes
+stay open."""
 
 from __future__ import annotations
 
@@ -18,13 +19,18 @@ def supplied_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-async def require_api_key(request: Request) -> None:
-    """Refuse with 401 unless the request carries the configured key (constant-time compare)."""
+def key_accepted(request: Request) -> bool:
+    """True when no key is configured, or the request carries it (constant-time compare)."""
     expected = AppState.of(request).config.server.api_key
     if expected is None:
-        return
+        return True
     supplied = supplied_key(request)
-    if supplied is None or not hmac.compare_digest(supplied.encode(), expected.encode()):
+    return supplied is not None and hmac.compare_digest(supplied.encode(), expected.encode())
+
+
+async def require_api_key(request: Request) -> None:
+    """Refuse with 401 unless the request carries the configured key."""
+    if not key_accepted(request):
         raise Unauthorized(
             "missing or wrong API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`"
         )

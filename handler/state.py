@@ -12,6 +12,28 @@ from handler.pipeline import LoadedPipeline
 from handler.schemas import GenerateRequestBase
 from runtime.lifecycle.service import Service
 
+# What `/health` shows a caller without the key when THAW_API_KEY is set: the state and its
+# numbers, all a probe or a dashboard needs. Model paths, bucket names, error text, the device and
+# the phases' detail stay behind the key. An allowlist, so a field added to the report later is
+# private until it is listed here.
+PUBLIC_HEALTH = frozenset(
+    {
+        "status",
+        "load_attempts",
+        "loads_completed",
+        "load_seconds",
+        "retry_in_s",
+        "inflight",
+        "queued",
+        "served",
+        "inference_errors",
+        "uptime_s",
+        "cold_start",
+        "phases",
+    }
+)
+PUBLIC_PHASE = frozenset({"name", "start_s", "seconds", "state"})
+
 
 @dataclass(frozen=True)
 class AppState:
@@ -24,11 +46,22 @@ class AppState:
         state: AppState = request.app.state.thaw
         return state
 
-    def health(self) -> dict[str, Any]:
+    def health(self, *, detailed: bool = True) -> dict[str, Any]:
+        """The `/health` report; without `detailed`, only its public part (`PUBLIC_HEALTH`)."""
         report = self.service.health()
         loaded = self.service.slot.peek()
         report["model"] = self.config.model_ref
         report["device"] = loaded.device if loaded else self.config.pipeline.device
         report["dtype"] = loaded.dtype if loaded else self.config.pipeline.dtype
         report["preload"] = self.config.runtime.preload.value
-        return report
+        return report if detailed else public_health(report)
+
+
+def public_health(report: dict[str, Any]) -> dict[str, Any]:
+    public = {key: value for key, value in report.items() if key in PUBLIC_HEALTH}
+    if "phases" in public:
+        public["phases"] = [
+            {key: value for key, value in phase.items() if key in PUBLIC_PHASE}
+            for phase in public["phases"]
+        ]
+    return public

@@ -7,15 +7,21 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from handler.auth import key_accepted
 from handler.state import AppState
 
 router = APIRouter(tags=["probes"])
 
 
 @router.get("/livez")
-async def livez() -> dict[str, str]:
-    """200 while the process can serve HTTP, whatever the model's state."""
-    return {"status": "alive"}
+async def livez(request: Request) -> JSONResponse:
+    """200 while the process can serve HTTP, whatever the model's state, unless the model has
+    failed to load for longer than `THAW_UNHEALTHY_AFTER_S`: then 503, so the platform
+    restarts the container."""
+    reason = AppState.of(request).service.unhealthy()
+    if reason is None:
+        return JSONResponse({"status": "alive"})
+    return JSONResponse({"status": "unhealthy", "reason": reason}, status_code=503)
 
 
 @router.get("/readyz")
@@ -32,5 +38,10 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/health")
 async def health(request: Request) -> dict[str, Any]:
-    """State, load phases and seconds, attempts, last error, in-flight, queued, uptime, device."""
-    return AppState.of(request).health()
+    """State, load phases and seconds, attempts, last error, in-flight, queued, uptime, device.
+
+    Open to all, like every probe; with `THAW_API_KEY` set, a caller without the key gets only
+    the state and its numbers (`handler.state.PUBLIC_HEALTH`), not the model's path, the error
+    text or the phases' detail.
+    """
+    return AppState.of(request).health(detailed=key_accepted(request))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +28,25 @@ def free_port() -> int:
 class ServerProcess:
     """Start, probe and stop one server. The log goes to a file the test can read."""
 
-    def __init__(self, env: dict[str, str], *, module: str = "handler") -> None:
+    def __init__(
+        self, env: dict[str, str], *, module: str = "handler", args: Sequence[str] = ()
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
             "THAW_HOST": "127.0.0.1",
             "THAW_PORT": str(self.port),
+            # The same address for plain `python -m uvicorn APP` (its CLI reads UVICORN_*).
+            "UVICORN_HOST": "127.0.0.1",
+            "UVICORN_PORT": str(self.port),
             "PYTHONUNBUFFERED": "1",
             # One intra-op thread: several servers and the test client share this machine's cores.
             "THAW_TORCH_THREADS": "1",
             **env,
         }
         self.module = module
+        self.args = list(args)
         self.log_path = Path(tempfile.mkstemp(prefix="thaw-server-", suffix=".log")[1])
         self.proc: subprocess.Popen[bytes] | None = None
         self.spawned_at = 0.0
@@ -49,7 +56,7 @@ class ServerProcess:
         self.spawned_at = time.monotonic()
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module],
+                [sys.executable, "-m", self.module, *self.args],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
