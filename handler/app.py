@@ -21,7 +21,13 @@ from handler.schemas import request_model
 from handler.state import AppState
 from runtime.lifecycle.service import Service
 from runtime.lifecycle.slot import ModelSlot, RetryPolicy
+from runtime.observe.logs import redact_queries
 from runtime.observe.phases import PhaseRecorder
+
+# uvicorn logs each request's target, query included, on these loggers: its access log (on by
+# default under plain `uvicorn handler.app:app`) and the WebSocket lines of `uvicorn.error`. A
+# `GET /generate?prompt=...` would put the prompt there, which only THAW_LOG_PROMPTS may do.
+SERVER_LOGGERS = ("uvicorn.access", "uvicorn.error")
 
 
 def build_service(
@@ -50,6 +56,7 @@ def create_app(
 ) -> FastAPI:
     """Build the app. `lifespan=False` is for Mangum, which would re-run it every invocation."""
     config = Config.from_env(os.environ) if config is None else config
+    redact_queries(*SERVER_LOGGERS)
     service = build_service(config) if service is None else service
     kwargs: dict[str, Any] = {"lifespan": service.lifespan} if lifespan else {}
     app = FastAPI(

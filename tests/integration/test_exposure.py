@@ -1,6 +1,7 @@
-"""What a caller without the key gets to see.
+"""What a caller without the key, and the logs, get to see.
 
-The server is plain `uvicorn handler.app:app`, as a user would start it.
+The server is plain `uvicorn handler.app:app`, as a user would start it: uvicorn's access log is
+on by default there (`python -m handler` turns it off), so it is where a query string would leak.
 """
 
 from __future__ import annotations
@@ -47,6 +48,16 @@ def server(tiny_model: Path) -> Iterator[ServerProcess]:
     assert proc.stop() in (0, -signal.SIGTERM)
 
 
+def wait_for_log(server: ServerProcess, text: str, timeout: float = 10) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = server.log
+        if text in log:
+            return log
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not in the log:\n{server.log[-3000:]}")
+
+
 def test_health_without_the_key_shows_the_state_not_the_detail(
     server: ServerProcess, tiny_model: Path
 ) -> None:
@@ -83,3 +94,21 @@ def test_a_load_error_is_shown_only_with_the_key(tmp_path: Path) -> None:
         assert "private-bucket-name" not in public.text
     finally:
         proc.stop()
+
+
+def test_no_query_string_reaches_the_log(server: ServerProcess) -> None:
+    secrets = [f"secret-prompt-{n}-{time.monotonic_ns()}" for n in range(4)]
+    ok = server.get(
+        "/generate", params={"prompt": secrets[0], "num_inference_steps": 1}, headers=AUTH
+    )
+    assert ok.status_code == 200
+    assert server.get("/generate", params={"prompt": secrets[1]}).status_code == 401
+    invalid = server.get("/generate", params={"prompt": secrets[2], "width": 7}, headers=AUTH)
+    assert invalid.status_code == 422
+    assert server.get("/no-such-path", params={"q": secrets[3]}).status_code == 404
+    # The access log is still there, with the path and status but not the query.
+    log = wait_for_log(server, '"GET /no-such-path')
+    assert '"GET /no-such-path HTTP/1.1" 404' in log
+    assert '"GET /generate HTTP/1.1" 200' in log
+    for secret in secrets:
+        assert secret not in log
