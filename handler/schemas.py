@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from handler.config import ImageLimits
 from handler.pipeline import GenerationParams
+from runtime.errors import InvalidRequest
 
 MAX_SEED = 2**32 - 1
 
@@ -63,6 +64,8 @@ def request_model(limits: ImageLimits) -> type[GenerateRequestBase]:
 
         @model_validator(mode="after")
         def _pixel_budget(self) -> GenerateRequest:
+            # With one side omitted, the budget depends on the model's default size, which only
+            # the loaded model knows: `check_pixel_budget` holds it then.
             if self.width is not None and self.height is not None:
                 pixels = self.width * self.height
                 if pixels > limits.max_pixels:
@@ -72,3 +75,27 @@ def request_model(limits: ImageLimits) -> type[GenerateRequestBase]:
             return self
 
     return GenerateRequest
+
+
+def check_pixel_budget(
+    params: GenerationParams, default_size: tuple[int, int], limits: ImageLimits
+) -> None:
+    """Refuse (422) a request whose size, an omitted side taken at the model's default, exceeds
+    the pixel budget. Both sides given were checked already, by the request model."""
+    if params.width is not None and params.height is not None:
+        return
+    width = default_size[0] if params.width is None else params.width
+    height = default_size[1] if params.height is None else params.height
+    if width * height <= limits.max_pixels:
+        return
+    if params.width is not None:
+        field, defaulted = "width", "the height"
+    elif params.height is not None:
+        field, defaulted = "height", "the width"
+    else:
+        field, defaulted = None, "both sides"
+    raise InvalidRequest(
+        f"width*height={width}*{height}={width * height} ({defaulted} at the model's default) "
+        f"exceeds the limit of {limits.max_pixels} pixels",
+        field=field,
+    )

@@ -14,8 +14,14 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from handler.auth import require_api_key
-from handler.pipeline import GeneratedImage, GenerationParams, batch_key, generate_batch
-from handler.schemas import GenerateRequestBase
+from handler.pipeline import (
+    GeneratedImage,
+    GenerationParams,
+    LoadedPipeline,
+    batch_key,
+    generate_batch,
+)
+from handler.schemas import GenerateRequestBase, check_pixel_budget
 from handler.state import AppState
 from runtime.lifecycle.service import Served
 
@@ -75,8 +81,23 @@ async def serve(request: Request, params: GenerationParams) -> Response:
     if state.config.pipeline.log_prompts:
         log.info("prompt", extra={"request_id": request_id, "prompt": params.prompt})
 
+    limits = state.config.limits
+    loaded = state.service.slot.peek()
+    if loaded is not None:  # refuse before queueing when the model's default size is known
+        check_pixel_budget(params, loaded.default_size, limits)
+
+    def generate_within_budget(
+        model: LoadedPipeline, batch: list[GenerationParams]
+    ) -> list[GeneratedImage]:
+        # The model may have loaded (or been replaced) while this request waited: check the
+        # budget against the one that runs it. A batch shares one size (`batch_key`), so the
+        # check refuses all of it or none.
+        for item in batch:
+            check_pixel_budget(item, model.default_size, limits)
+        return generate_batch(model, batch)
+
     served = await state.service.run_item(
-        params, batch=generate_batch, key=batch_key(params), request_id=request_id
+        params, batch=generate_within_budget, key=batch_key(params), request_id=request_id
     )
     return render(request, served, request_id)
 
