@@ -27,7 +27,9 @@ STATUS: dict[type[errors.ThawError], int] = {
     errors.LoadFailed: 503,
     errors.QueueTimeout: 503,
     errors.Draining: 503,
-    errors.InferenceFailed: 503,
+    errors.ModelLost: 503,
+    errors.OutOfMemory: 503,
+    errors.InferenceFailed: 500,
     errors.DeadlineExceeded: 504,
 }
 

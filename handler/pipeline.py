@@ -26,7 +26,7 @@ from runtime.observe.phases import PhaseRecorder
 from runtime.settings import WorkerMode
 from runtime.weights import pagecache
 from runtime.weights.sources import BackgroundResolve, ModelNotFound, resolve_model
-from runtime.worker import WorkerDied, WorkerProcess, import_ref
+from runtime.worker import WorkerProcess, import_ref
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -43,6 +43,11 @@ class LoadedPipeline:
     dtype: str
     source: str
     default_size: tuple[int, int]
+
+    def when_lost(self, callback: Callable[[str], None]) -> None:
+        """The slot hears here when the pipeline dies with its worker process."""
+        if isinstance(self.pipe, WorkerProcess):
+            self.pipe.when_lost(callback)
 
     def summary(self) -> dict[str, Any]:
         """What a worker process reports to its parent about the pipeline it loaded."""
@@ -303,13 +308,9 @@ def generate_batch(loaded: LoadedPipeline, batch: list[GenerationParams]) -> lis
 
 
 def _in_worker(worker: WorkerProcess, batch: list[GenerationParams]) -> list[GeneratedImage]:
-    try:
-        images: list[GeneratedImage] = worker.call("handler.pipeline:generate_batch", batch)
-    except WorkerDied:
-        # The model went with the process: unload it before answering, so the next request
-        # starts a fresh worker instead of meeting the dead one.
-        PIPELINE.unload()
-        raise
+    # A worker that dies raises WorkerDied here; the slot has already heard (`when_lost`) and
+    # is loading a fresh worker.
+    images: list[GeneratedImage] = worker.call("handler.pipeline:generate_batch", batch)
     return images
 
 

@@ -89,6 +89,26 @@ class DeadlineExceeded(ThawError, TimeoutError):
 
 
 class InferenceFailed(ThawError):
-    """The model raised while serving one request; the model itself stays loaded."""
+    """The model raised while serving one request; the model itself stays loaded. A retry of
+    the same request would fail again: no `retry_after`."""
 
     code = "inference_failed"
+
+
+class ModelLost(ThawError):
+    """The loaded model went away under the work (its worker process died); a fresh one is
+    loading. `started` says whether this work had begun on the lost model: work that had not
+    may run again on the fresh one."""
+
+    code = "model_lost"
+
+    def __init__(self, message: str, *, started: bool, retry_after: float | None = 1) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.started = started
+
+
+class OutOfMemory(ThawError):
+    """The device ran out of memory serving one request; the model stays loaded and a retry,
+    later or smaller, may succeed."""
+
+    code = "out_of_memory"

@@ -176,6 +176,8 @@ class Settings:
     load_backoff_s: float = 2.0
     load_backoff_max_s: float = 30.0
     load_cooldown_s: float = 30.0
+    load_cooldown_max_s: float = 300.0
+    unhealthy_after_s: float = 600.0
     load_timeout_s: float = 1800.0
     log_level: str = "info"
     cache_dir: Path = Path("/tmp/thaw-cache")
@@ -228,6 +230,8 @@ class Settings:
             load_backoff_s=env.number("LOAD_BACKOFF_S", 2.0),
             load_backoff_max_s=env.number("LOAD_BACKOFF_MAX_S", 30.0),
             load_cooldown_s=env.number("LOAD_COOLDOWN_S", 30.0),
+            load_cooldown_max_s=env.number("LOAD_COOLDOWN_MAX_S", 300.0),
+            unhealthy_after_s=env.number("UNHEALTHY_AFTER_S", 600.0),
             load_timeout_s=env.number("LOAD_TIMEOUT_S", 1800.0, minimum=0.001),
             log_level=log_level,
             cache_dir=Path(cache) if cache else default_cache_dir(environ),
@@ -252,11 +256,14 @@ class Settings:
             metrics_namespace=env.string("METRICS_NAMESPACE", "thaw"),
         )
 
-    def retry_policy_args(self) -> dict[str, float | int]:
+    def retry_policy_args(self) -> dict[str, float | int | None]:
         return {
             "attempts": self.load_attempts,
             "backoff_s": self.load_backoff_s,
             "backoff_max_s": self.load_backoff_max_s,
             "cooldown_s": self.load_cooldown_s,
-            "attempt_timeout_s": self.load_timeout_s,
+            "cooldown_max_s": max(self.load_cooldown_s, self.load_cooldown_max_s),
+            # A worker process enforces the timeout itself (it kills the child and the attempt
+            # fails like any other); only a load in this process's thread cannot be stopped.
+            "attempt_timeout_s": self.load_timeout_s if self.worker is WorkerMode.INLINE else None,
         }

@@ -4,17 +4,31 @@ Importing torch and transformers holds the GIL for long stretches inside single 
 README, "Performance"), which no thread switch interval can break: a health probe that arrives then
 waits. With `THAW_WORKER=process` the loader runs in a child started with `python -m
 runtime.worker`, the parent keeps serving probes, and each call to the model is a message over a
-socket pair (pickled arguments and results; one call at a time per worker).
+socket pair (pickled arguments and results).
+
+Calls are multiplexed: each carries an id, the child runs each in a thread of its own and
+acknowledges it (`started`) as soon as it reads it, and a reader thread in the parent hands each
+answer to its caller. So `THAW_MAX_CONCURRENCY` calls really run at once, and no call waits for
+another's answer.
 
 The child reports its load phases as it goes, and they appear in the parent's `PhaseRecorder`
-(so in `/health`). If the child dies, every call fails with `WorkerDied` and the owner unloads the
-model, so the next demand starts a fresh worker.
+(so in `/health`). The parent's reader notices the child's death the moment its end of the socket
+closes, whatever the server is doing: it records the exit status or signal, tells the owner
+(`when_lost`, so the slot can load a fresh worker with no request arriving) and fails the calls
+in flight with `WorkerDied`, whose `started` says whether the child had begun that call (only
+those could have been the cause; the others may run again on the next worker). The child, in
+turn, leaves at once when its parent is gone: its main thread always reads the socket, and the
+socket's end is the parent's death, however the parent died. (`PR_SET_PDEATHSIG` is not used: it
+fires when the parent *thread* that spawned the child ends, and workers are spawned from load
+threads that end right after the load.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
+import logging
 import os
 import signal
 import socket
@@ -26,11 +40,15 @@ from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
+from runtime.errors import ModelLost
 from runtime.observe.phases import PhaseRecorder
 
+log = logging.getLogger("thaw.worker")
 
-class WorkerDied(RuntimeError):
-    """The model's process exited; the call (and the model) is lost."""
+
+class WorkerDied(ModelLost):
+    """The model's process exited; the model is lost. `started` says whether the child had
+    begun the call that raised this (False: the call may run again on a fresh worker)."""
 
 
 def import_ref(ref: str) -> Callable[..., Any]:
@@ -38,6 +56,20 @@ def import_ref(ref: str) -> Callable[..., Any]:
     module_name, _, attr = ref.partition(":")
     found: Callable[..., Any] = getattr(importlib.import_module(module_name), attr)
     return found
+
+
+class _Call:
+    """One call in flight: filled by the parent's reader thread."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.started = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def finish(self, value: Any = None, error: BaseException | None = None) -> None:
+        self.value, self.error = value, error
+        self.done.set()
 
 
 class WorkerProcess:
@@ -57,7 +89,13 @@ class WorkerProcess:
             child.close()
         self.spawn_seconds = time.monotonic() - self.started_at
         self._conn = Connection(parent.detach())
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the fields below
+        self._sending = threading.Lock()
+        self._calls: dict[int, _Call] = {}
+        self._ids = itertools.count(1)
+        self._lost: str | None = None
+        self._closing = False
+        self._watchers: list[Callable[[str], None]] = []
         self.load_ref = load_ref
         self.env = dict(os.environ if env is None else env)
         self.started_early = False
@@ -94,11 +132,18 @@ class WorkerProcess:
     def pid(self) -> int:
         return self._proc.pid
 
+    @property
+    def lost(self) -> str | None:
+        """Why the child is gone (its exit status or signal), or None while it lives."""
+        with self._lock:
+            return self._lost
+
     def wait_loaded(self, phases: PhaseRecorder, timeout: float | None = None) -> dict[str, Any]:
         """Mirror the child's phases until it reports its model loaded (its summary) or failed.
 
         A child still loading after `timeout` seconds is killed (a hung load must not hold memory
-        or block a fresh attempt) and `TimeoutError` is raised."""
+        or block a fresh attempt) and `TimeoutError` is raised. Once loaded, a reader thread
+        serves the calls and watches for the child's death."""
         open_phases: dict[str, object] = {}
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -110,7 +155,7 @@ class WorkerProcess:
                     raise TimeoutError(
                         f"the model worker did not finish within {timeout:g}s; it was stopped"
                     )
-                message = self._receive("while loading")
+                message = self._receive_while_loading()
                 kind = message[0]
                 # Phases carry the child's own times: an early worker's messages wait in the
                 # socket until its owner reads them, and their durations must not shrink.
@@ -123,8 +168,11 @@ class WorkerProcess:
                 elif kind == "progress":
                     phases.progress(message[1], **message[2])
                 elif kind == "ready":
+                    threading.Thread(
+                        target=self._read, name=f"thaw-worker-{self.pid}", daemon=True
+                    ).start()
                     return dict(message[1])
-                elif kind == "raise":
+                elif kind == "failed":
                     raise _rebuild(message[1], message[2])
         except BaseException:
             for token in open_phases.values():
@@ -132,27 +180,46 @@ class WorkerProcess:
             self.close()
             raise
 
-    def call(self, func_ref: str, *args: Any) -> Any:
-        """`func(model, *args)` in the child; its exception is raised here."""
+    def when_lost(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(reason)` once, from the reader thread, if the child dies unasked (not
+        after `close`). Called at once if it is already gone."""
         with self._lock:
-            try:
-                self._conn.send(("call", func_ref, args))
-            except (OSError, ValueError) as exc:
-                raise self._died("before a call") from exc
-            message = self._receive("during a call")
-        if message[0] == "result":
-            return message[1]
-        raise _rebuild(message[1], message[2])
+            lost = self._lost
+            if lost is None:
+                self._watchers.append(callback)
+        if lost is not None:
+            callback(lost)
+
+    def call(self, func_ref: str, *args: Any) -> Any:
+        """`func(model, *args)` in the child, beside any other calls; its exception is raised
+        here, and `WorkerDied` if the child dies first."""
+        call = _Call()
+        with self._lock:
+            if self._lost is not None:
+                raise WorkerDied(f"{self._lost} before the call", started=False)
+            call_id = next(self._ids)
+            self._calls[call_id] = call
+        try:
+            with self._sending:
+                self._conn.send(("call", call_id, func_ref, args))
+        except (OSError, ValueError):
+            pass  # the child is gone: the reader fails this call when it sees the socket end
+        call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return call.value
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the child (politely, then by force) and release the socket. A child busy with
-        a call cannot read `stop` until the call ends: it is killed at once (the caller, cut off
-        at a drain deadline, gets `WorkerDied`)."""
+        calls is killed at once (their callers, cut off at a drain deadline, get `WorkerDied`)."""
+        with self._lock:
+            self._closing = True
+            busy = bool(self._calls)
         if self._proc.poll() is None:
-            if self._lock.locked():
+            if busy:
                 self._proc.kill()
             else:
-                with contextlib.suppress(OSError, ValueError):
+                with contextlib.suppress(OSError, ValueError), self._sending:
                     self._conn.send(("stop",))
             try:
                 self._proc.wait(timeout)
@@ -161,21 +228,66 @@ class WorkerProcess:
                 self._proc.wait()
         self._conn.close()
 
-    def _receive(self, when: str) -> tuple[Any, ...]:
-        try:
-            message: tuple[Any, ...] = self._conn.recv()
-        except (EOFError, OSError) as exc:
-            raise self._died(when) from exc
-        return message
+    # -- the reader thread ---------------------------------------------------------------------
 
-    def _died(self, when: str) -> WorkerDied:
+    def _read(self) -> None:
+        """Hand each answer to its call until the socket ends, then report the death."""
+        while True:
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError, ValueError):
+                break
+            kind, call_id = message[0], message[1]
+            with self._lock:
+                call = self._calls.get(call_id)
+                if call is not None and kind != "started":
+                    del self._calls[call_id]
+            if call is None:
+                continue
+            if kind == "started":
+                call.started = True
+            elif kind == "result":
+                call.finish(value=message[2])
+            else:
+                call.finish(error=_rebuild(message[2], message[3]))
+        self._ended()
+
+    def _ended(self) -> None:
+        reason = f"the model worker exited ({self._exit_reason()})"
+        with self._lock:
+            self._lost = reason
+            closing = self._closing
+            calls, self._calls = self._calls, {}
+            watchers, self._watchers = self._watchers, []
+        if not closing:
+            log.warning("model worker died", extra={"pid": self.pid, "reason": reason})
+            # The owner hears first, so a caller that retries finds the slot already reloading.
+            for watcher in watchers:
+                try:
+                    watcher(reason)
+                except Exception:
+                    log.exception("a worker-death callback failed")
+        for call in calls.values():
+            when = "during the call" if call.started else "before the call started"
+            call.finish(error=WorkerDied(f"{reason} {when}", started=call.started))
+
+    def _exit_reason(self) -> str:
         try:
             code = self._proc.wait(5)
         except subprocess.TimeoutExpired:  # its socket broke but it runs on: end it
             self._proc.kill()
             code = self._proc.wait()
-        reason = f"signal {-code}" if code < 0 else f"status {code}"
-        return WorkerDied(f"the model worker exited ({reason}) {when}")
+        return f"signal {-code}" if code < 0 else f"status {code}"
+
+    def _receive_while_loading(self) -> tuple[Any, ...]:
+        try:
+            message: tuple[Any, ...] = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            reason = f"the model worker exited ({self._exit_reason()}) while loading"
+            with self._lock:
+                self._lost = reason
+            raise WorkerDied(reason, started=True) from exc
+        return message
 
 
 _early: WorkerProcess | None = None
@@ -190,7 +302,12 @@ PORTABLE_ROOTS = frozenset(sys.stdlib_module_names) | {"runtime"}  # not __name_
 
 
 class RemoteError(RuntimeError):
-    """An exception from the worker whose class the parent does not import; keeps its text."""
+    """An exception from the worker whose class the parent does not import; keeps its text,
+    which begins with the class's name (`type_name`)."""
+
+    @property
+    def type_name(self) -> str:
+        return str(self).partition(":")[0]
 
 
 def _rebuild(error: BaseException | None, text: str) -> BaseException:
@@ -235,7 +352,8 @@ class _ForwardingPhases(PhaseRecorder):
 
 
 def serve(fd: int, load_ref: str) -> None:
-    """The child: load the model, report, then answer calls until told to stop or orphaned."""
+    """The child: load the model, report, then run calls (each in its own thread) until told to
+    stop; leave at once when the parent is gone, whatever the calls are doing."""
     conn = Connection(fd)
     sending = threading.Lock()
 
@@ -249,7 +367,7 @@ def serve(fd: int, load_ref: str) -> None:
     try:
         model = import_ref(load_ref)(_ForwardingPhases(send))
     except BaseException as exc:
-        send(("raise", *_portable(exc)))
+        send(("failed", *_portable(exc)))
         return
     describe = getattr(model, "summary", None)
     loading.clear()  # from here on, what the parent sends is for the loop below
@@ -258,16 +376,34 @@ def serve(fd: int, load_ref: str) -> None:
         try:
             message = conn.recv()
         except (EOFError, OSError):
-            return  # the parent is gone
+            os._exit(0)  # the parent is gone: a call still running has nobody to answer
         if message[0] == "stop":
             return
-        _, func_ref, args = message
-        try:
-            result = import_ref(func_ref)(model, *args)
-        except Exception as exc:
-            send(("raise", *_portable(exc)))
-        else:
-            send(("result", result))
+        _, call_id, func_ref, args = message
+        send(("started", call_id))
+        threading.Thread(
+            target=_run_call,
+            args=(send, call_id, model, func_ref, args),
+            name=f"thaw-call-{call_id}",
+            daemon=True,
+        ).start()
+
+
+def _run_call(
+    send: Callable[[tuple[Any, ...]], None],
+    call_id: int,
+    model: Any,
+    func_ref: str,
+    args: tuple[Any, ...],
+) -> None:
+    try:
+        result = import_ref(func_ref)(model, *args)
+    except Exception as exc:
+        answer: tuple[Any, ...] = ("raise", call_id, *_portable(exc))
+    else:
+        answer = ("result", call_id, result)
+    with contextlib.suppress(OSError, ValueError):  # the parent left: the main thread exits
+        send(answer)
 
 
 def _stop_if_told(conn: Connection, loading: threading.Event) -> None:

@@ -14,9 +14,14 @@ router = APIRouter(tags=["probes"])
 
 
 @router.get("/livez")
-async def livez() -> dict[str, str]:
-    """200 while the process can serve HTTP, whatever the model's state."""
-    return {"status": "alive"}
+async def livez(request: Request) -> JSONResponse:
+    """200 while the process can serve HTTP, whatever the model's state, unless the model has
+    failed to load for longer than `THAW_UNHEALTHY_AFTER_S`: then 503, so the platform
+    restarts the container."""
+    reason = AppState.of(request).service.unhealthy()
+    if reason is None:
+        return JSONResponse({"status": "alive"})
+    return JSONResponse({"status": "unhealthy", "reason": reason}, status_code=503)
 
 
 @router.get("/readyz")

@@ -1,5 +1,8 @@
 """Admission: a concurrency limit with a bounded FIFO queue in front of the model.
 
+Tickets are keyed by an identity the gate makes: the client's request id is only a label for
+logs (many clients send the same id, and a client must not be able to replace another's place).
+
 A request first *reserves* a place (refused with `Overloaded` when `limit + queue_size` places are
 taken, with `Draining` once the gate is closed), may then wait for the model to warm up while
 holding it, and finally waits for its *turn* to run. A reservation is released exactly once, in
@@ -10,6 +13,7 @@ place. Thread-safe and not bound to any event loop (see `runtime.lifecycle.notif
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections import deque
 from collections.abc import Hashable
@@ -30,7 +34,8 @@ class Ticket:
     through `outcome`, which the leader's run fills.
     """
 
-    id: str
+    id: int
+    label: str
     granted: bool = False
     released: bool = False
     waiting: bool = field(default=False)
@@ -50,7 +55,8 @@ class AdmissionGate:
         self.queue_size = queue_size
         self._notifier = Notifier()
         self._lock = self._notifier.lock
-        self._accepted: dict[str, Ticket] = {}
+        self._accepted: dict[int, Ticket] = {}
+        self._ids = itertools.count(1)
         self._turns: deque[Ticket] = deque()
         self._running = 0
         self._riding = 0
@@ -94,9 +100,10 @@ class AdmissionGate:
         with self._lock:
             return self._released
 
-    def accepted_ids(self) -> list[str]:
+    def accepted_labels(self) -> list[str]:
+        """The labels (request ids) of the accepted tickets, for logs."""
         with self._lock:
-            return list(self._accepted)
+            return [ticket.label for ticket in self._accepted.values()]
 
     def retry_after(self) -> float:
         """An honest guess at when a place frees up: queue length times the typical run time."""
@@ -107,8 +114,9 @@ class AdmissionGate:
 
     # -- the request's path ----------------------------------------------------------------------
 
-    def reserve(self, ticket_id: str) -> Ticket:
-        """Take a place or raise `Overloaded`/`Draining` at once."""
+    def reserve(self, label: str) -> Ticket:
+        """Take a place or raise `Overloaded`/`Draining` at once. `label` (the request id) is
+        for logs only: equal labels are distinct tickets."""
         with self._lock:
             if self._closed:
                 raise Draining("the server is shutting down", retry_after=1)
@@ -117,8 +125,8 @@ class AdmissionGate:
                     f"queue full ({self.queue_size} waiting, {self.limit} running)",
                     retry_after=self.retry_after(),
                 )
-            ticket = Ticket(id=ticket_id)
-            self._accepted[ticket_id] = ticket
+            ticket = Ticket(id=next(self._ids), label=label)
+            self._accepted[ticket.id] = ticket
             return ticket
 
     async def wait_turn(self, ticket: Ticket, timeout: float | None) -> None:

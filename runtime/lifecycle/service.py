@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from runtime.clock import SYSTEM_CLOCK, Clock
-from runtime.errors import DeadlineExceeded, Draining, InferenceFailed, ThawError
+from runtime.errors import (
+    DeadlineExceeded,
+    Draining,
+    InferenceFailed,
+    ModelLost,
+    OutOfMemory,
+    ThawError,
+)
 from runtime.lifecycle.admission import AdmissionGate, Ticket
 from runtime.lifecycle.idle import IdleUnloader
 from runtime.lifecycle.notify import Notifier
@@ -28,6 +35,9 @@ from runtime.observe.telemetry import Telemetry
 from runtime.settings import PreloadPolicy, Settings
 
 log = logging.getLogger("thaw.service")
+
+LOST_RETRIES = 2
+"""How many times work whose model died before it began is run again on a fresh model."""
 
 M = TypeVar("M")
 R = TypeVar("R")
@@ -196,7 +206,7 @@ class Service(Generic[M]):
         ticket.batch_key = key if settings.max_batch > 1 else None
         handed_off = False
         try:
-            model = await self.slot.aget(timeout=settings.warm_wait_s)
+            await self.slot.aget(timeout=settings.warm_wait_s)  # warm-up waits count here
             queue_left = settings.queue_timeout_s - (self._clock.monotonic() - arrived)
             await self.gate.wait_turn(ticket, timeout=max(0.0, queue_left))
             if ticket.rider:
@@ -206,7 +216,7 @@ class Service(Generic[M]):
                 outcome: Future[tuple[Any, int]] = ticket.outcome
             else:
                 await self._wait_for_companions(ticket)
-                outcome = self._submit(model, ticket, batch)
+                outcome = self._submit(ticket, batch)
                 handed_off = True
             started = self._clock.monotonic()
             waiter = asyncio.wrap_future(outcome)
@@ -223,10 +233,7 @@ class Service(Generic[M]):
             except ThawError:
                 raise
             except Exception as exc:
-                log.warning("inference failed", extra={"request_id": ticket.id}, exc_info=exc)
-                raise InferenceFailed(
-                    f"inference failed: {type(exc).__name__}: {exc}", retry_after=1
-                ) from exc
+                raise self._failure(exc, ticket) from exc
             served = Served(
                 value=value,
                 queue_s=started - arrived,
@@ -249,8 +256,34 @@ class Service(Generic[M]):
         if self.gate.waiting_with(leader.batch_key) < wanted:
             await asyncio.sleep(window)
 
+    def _failure(self, exc: Exception, ticket: Ticket) -> ThawError:
+        """What a failed generation means to the client. Out of memory may pass (503, retry
+        later); any other failure would fail again (500, no Retry-After). The log names the
+        error's type only: its text may quote the prompt."""
+        kind = getattr(exc, "type_name", None) or type(exc).__name__  # a worker's RemoteError
+        text = str(exc) if kind != type(exc).__name__ else f"{kind}: {exc}"
+        log.warning("inference failed", extra={"request_id": ticket.label, "error_type": kind})
+        if isinstance(exc, MemoryError) or "OutOfMemory" in kind or "out of memory" in text:
+            return OutOfMemory(f"out of memory: {text}", retry_after=self.gate.retry_after())
+        return InferenceFailed(f"inference failed: {text}")
+
+    def _execute(self, batch: Callable[[M, list[Any]], list[Any]], items: list[Any]) -> list[Any]:
+        """In an inference thread: `batch` on the slot's model as it is now. Work whose model
+        was lost before the work began on it (its worker died while it queued) runs again on
+        the fresh model, which the slot is already loading; work that was running fails."""
+        retries = LOST_RETRIES
+        while True:
+            model = self.slot.get(timeout=self.settings.warm_wait_s)
+            try:
+                return batch(model, items)
+            except ModelLost as lost:
+                if lost.started or retries == 0:
+                    raise
+                retries -= 1
+                log.info("model lost before the work began: it runs on the fresh model")
+
     def _submit(
-        self, model: M, leader: Ticket, batch: Callable[[M, list[Any]], list[Any]]
+        self, leader: Ticket, batch: Callable[[M, list[Any]], list[Any]]
     ) -> Future[tuple[Any, int]]:
         """Start the leader's call in a worker thread with whichever riders it can take; the
         callback gives every place back when the thread ends, then hands each its result."""
@@ -267,7 +300,9 @@ class Service(Generic[M]):
             with self._lock:
                 if error is None:
                     self._served += len(group)
-                else:
+                elif not isinstance(error, ThawError) or isinstance(error, ModelLost):
+                    # A ThawError from the work is an answer (say a 422 the function could
+                    # only decide with the model), not an inference error; a lost model is.
                     self._failed += len(group)
             # Places go back before any answer does: once a request has its answer, its place
             # is already free (the loop may resume a waiter before this thread goes on).
@@ -281,7 +316,7 @@ class Service(Generic[M]):
                 else:
                     target.set_result((results[index], len(group)))
 
-        future = self._executor.submit(batch, model, [ticket.item for ticket in group])
+        future = self._executor.submit(self._execute, batch, [ticket.item for ticket in group])
         future.add_done_callback(finished)
         return own
 
@@ -309,7 +344,7 @@ class Service(Generic[M]):
             first = not self._cut
             self._cut = True
             self._cut_signal.notify_all()
-        cut_off = self.gate.accepted_ids()
+        cut_off = self.gate.accepted_labels()
         if first and cut_off:
             log.warning("drain deadline reached", extra={"cut_off": cut_off})
         return cut_off
@@ -335,6 +370,17 @@ class Service(Generic[M]):
         idle_cold = self.idle is not None and self.idle.unloaded
         return idle_cold and self.slot.state in (SlotState.COLD, SlotState.LOADING)
 
+    def unhealthy(self) -> str | None:
+        """Why the process should be restarted, or None. A model failing without a successful
+        load for longer than `THAW_UNHEALTHY_AFTER_S` (0: never) fails liveness: the load keeps
+        retrying in the background, but a GPU in a bad state does not heal in-process, and a
+        fresh container may land on a healthy one."""
+        bound = self.settings.unhealthy_after_s
+        snap = self.slot.snapshot()
+        if bound <= 0 or snap.failing_s is None or snap.failing_s < bound:
+            return None
+        return f"the model has failed to load for {snap.failing_s:.0f}s (limit {bound:g}s)"
+
     def health(self) -> dict[str, Any]:
         """The runtime's part of `/health`: state, load history, queue, uptime."""
         snap = self.slot.snapshot()
@@ -354,6 +400,8 @@ class Service(Generic[M]):
             "phases": snap.phases,
             "last_error": snap.last_error,
             "retry_in_s": None if snap.retry_in_s is None else round(snap.retry_in_s, 1),
+            "failing_s": None if snap.failing_s is None else round(snap.failing_s, 1),
+            "models_lost": snap.lost,
             "inflight": self.gate.running,
             "queued": self.gate.queued,
             "served": served,

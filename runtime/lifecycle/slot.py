@@ -5,6 +5,13 @@ preload, Lambda INIT, a warm-up ping, the first request, a CLI). However many ca
 once, exactly one loader thread runs; everyone else waits on it. The heavy imports happen inside
 the loader, so they are covered by the single flight too: two concurrent `from diffusers import`
 in one process were seen to leave a broken pipeline behind.
+
+The slot heals itself: a model that can die (a worker process: it offers `when_lost`) reports its
+death here, and the slot releases it and loads a fresh one at once, with no request needed; a
+failed load is tried again in the background after a cool-down that doubles with each failed
+load up to a cap. A not-ready pod gets no traffic on Kubernetes, Knative or behind KEDA, so a
+slot that waited for a request to recover would never recover. A new load never overlaps the
+release of the previous model (`RELEASING`).
 """
 
 from __future__ import annotations
@@ -31,18 +38,28 @@ Releaser = Callable[[M], None]
 @dataclass(frozen=True)
 class RetryPolicy:
     """How a failing load is retried: `attempts` tries per load, exponential backoff between
-    them, and a cool-down after the last before a new demand may start a fresh load. An attempt
-    running past `attempt_timeout_s` fails the load (see `ModelSlot._hang`)."""
+    them, then a cool-down before a fresh load starts by itself (or on demand). The cool-down
+    doubles with each consecutive failed load, up to `cooldown_max_s`.
+
+    `attempt_timeout_s` is for loaders that cannot be stopped (a thread in this process): an
+    attempt running past it fails the load and no other starts while it may still finish (see
+    `ModelSlot._hang`). A loader that can be stopped (a worker process) enforces its own timeout
+    and raises, which counts as one failed attempt like any other."""
 
     attempts: int = 3
     backoff_s: float = 1.0
     backoff_max_s: float = 30.0
     cooldown_s: float = 30.0
+    cooldown_max_s: float = 300.0
     attempt_timeout_s: float | None = None
 
     def delay(self, failed_attempts: int) -> float:
         """Seconds to wait after the `failed_attempts`-th consecutive failure."""
         return float(min(self.backoff_s * 2 ** (failed_attempts - 1), self.backoff_max_s))
+
+    def cooldown(self, failed_loads: int) -> float:
+        """Seconds before the next load after the `failed_loads`-th consecutive failed load."""
+        return float(min(self.cooldown_s * 2 ** (failed_loads - 1), self.cooldown_max_s))
 
 
 class _Attempt(Generic[M]):
@@ -82,6 +99,10 @@ class SlotSnapshot:
     last_error: str | None
     retry_in_s: float | None
     first_ready_at: float | None
+    failing_s: float | None
+    """Seconds the model has been failing without a successful load since (None: not failing)."""
+    lost: int
+    """How many times a loaded model was lost (its worker died)."""
 
     @property
     def status(self) -> str:
@@ -125,6 +146,12 @@ class ModelSlot(Generic[M]):
         self._thread: threading.Thread | None = None
         self._first_ready_at: float | None = None
         self._hung = False
+        self._runs = 0  # loads begun: a background retry starts only if none began since
+        self._failed_loads = 0  # consecutive loads that ended FAILED
+        self._cooldown = self._retry.cooldown_s
+        self._failing_since: float | None = None
+        self._load_wanted = False  # a demand came while the previous model was releasing
+        self._lost = 0
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -137,7 +164,7 @@ class ModelSlot(Generic[M]):
     ) -> None:
         """Set the loader. Allowed while no model is held or loading."""
         with self._lock:
-            if self._state in (SlotState.LOADING, SlotState.READY):
+            if self._state in (SlotState.LOADING, SlotState.READY, SlotState.RELEASING):
                 raise RuntimeError(f"slot {self.name!r} is {self._state.value}; cannot rebind")
             self._loader = loader
             self._release = release
@@ -174,7 +201,7 @@ class ModelSlot(Generic[M]):
             now = self._clock.monotonic()
             retry_in = None
             if self._state is SlotState.FAILED and self._failed_at is not None:
-                retry_in = max(0.0, self._failed_at + self._retry.cooldown_s - now)
+                retry_in = max(0.0, self._failed_at + self._cooldown - now)
             elif self._state is SlotState.LOADING and self._retry_at is not None:
                 retry_in = max(0.0, self._retry_at - now)
             return SlotSnapshot(
@@ -188,6 +215,8 @@ class ModelSlot(Generic[M]):
                 last_error=self._last_error,
                 retry_in_s=retry_in,
                 first_ready_at=self._first_ready_at,
+                failing_s=None if self._failing_since is None else now - self._failing_since,
+                lost=self._lost,
             )
 
     # -- demanding the model -------------------------------------------------------------------
@@ -203,6 +232,9 @@ class ModelSlot(Generic[M]):
                 SlotState.LOADING,
                 SlotState.READY,
             ):
+                return False
+            if self._state is SlotState.RELEASING:
+                self._load_wanted = True  # starts when the release is done
                 return False
             if self._state is SlotState.FAILED and self._cooling_down():
                 return False
@@ -223,7 +255,9 @@ class ModelSlot(Generic[M]):
 
     def wait_settled(self, timeout: float | None = None) -> bool:
         """Wait until no load is running (ready, failed or cold); start nothing."""
-        return self._notifier.wait_for(lambda: self._state is not SlotState.LOADING, timeout)
+        return self._notifier.wait_for(
+            lambda: self._state not in (SlotState.LOADING, SlotState.RELEASING), timeout
+        )
 
     # -- letting go ------------------------------------------------------------------------------
 
@@ -239,11 +273,23 @@ class ModelSlot(Generic[M]):
                 return False
             if only_if is not None and not only_if():
                 return False
-            model, self._model = self._model, None
-            self._state = SlotState.COLD
-            self._notifier.notify_all()
+            model = self._begin_release()
         log.info("model unloaded", extra={"slot": self.name})
-        self._release_model(model)
+        self._finish_release(model, reload=False)
+        return True
+
+    def lost(self, model: M, reason: str) -> bool:
+        """`model` died (its worker exited): release it and load a fresh one now, with no
+        request needed. Only that model is let go: a report about a model the slot no longer
+        holds (already replaced) changes nothing. Returns True when it was the slot's model."""
+        with self._lock:
+            if self._model is not model or self._state is not SlotState.READY:
+                return False
+            self._last_error = f"ModelLost: {reason}"
+            self._lost += 1
+            released = self._begin_release()
+        log.warning("model lost: loading a fresh one", extra={"slot": self.name, "reason": reason})
+        self._finish_release(released, reload=True)
         return True
 
     def close(self) -> None:
@@ -257,11 +303,10 @@ class ModelSlot(Generic[M]):
         """Release the model for good. A load still running releases its model when it ends."""
         with self._lock:
             self._process = ProcessState.STOPPED
-            model, self._model = self._model, None
-            if self._state is SlotState.READY:
-                self._state = SlotState.COLD
+            model = self._begin_release() if self._state is SlotState.READY else None
             self._notifier.notify_all()
-        self._release_model(model)
+        if model is not None:
+            self._finish_release(model, reload=False)
 
     def reopen(self) -> None:
         """Serve again after `close`/`stop` (a new server in the same process, as in tests)."""
@@ -272,15 +317,33 @@ class ModelSlot(Generic[M]):
 
     # -- internals (the lock is held where noted) -------------------------------------------------
 
+    def _begin_release(self) -> M | None:  # lock held
+        model, self._model = self._model, None
+        self._state = SlotState.RELEASING
+        self._notifier.notify_all()
+        return model
+
+    def _finish_release(self, model: M | None, *, reload: bool) -> None:
+        """Release `model` (lock not held: a worker may take seconds to exit), then COLD, and
+        start the load that waited for the release, if one is wanted."""
+        self._release_model(model)
+        with self._lock:
+            self._state = SlotState.COLD
+            wanted, self._load_wanted = self._load_wanted or reload, False
+            if wanted and self._process is ProcessState.SERVING:
+                self._begin_load()
+            self._notifier.notify_all()
+
     def _cooling_down(self) -> bool:  # lock held
         if self._hung:
             return True
         if self._failed_at is None:
             return False
-        return self._clock.monotonic() < self._failed_at + self._retry.cooldown_s
+        return self._clock.monotonic() < self._failed_at + self._cooldown
 
     def _settled(self) -> bool:  # lock held
-        return self._state is not SlotState.LOADING or self._process is ProcessState.STOPPED
+        busy = self._state in (SlotState.LOADING, SlotState.RELEASING)
+        return not busy or self._process is ProcessState.STOPPED
 
     def _demand(self) -> None:
         with self._lock:
@@ -290,6 +353,9 @@ class ModelSlot(Generic[M]):
                 return
             if self._process is ProcessState.DRAINING:
                 raise Draining("the process is stopping; no new load starts", retry_after=1)
+            if self._state is SlotState.RELEASING:
+                self._load_wanted = True  # the release starts it when the old model is gone
+                return
             if self._state is SlotState.FAILED and self._cooling_down():
                 return  # _outcome reports the failure with the time left
             self._begin_load()
@@ -303,15 +369,17 @@ class ModelSlot(Generic[M]):
             if self._state is SlotState.FAILED:
                 now = self._clock.monotonic()
                 failed_at = self._failed_at if self._failed_at is not None else now
-                retry_in = max(1.0, failed_at + self._retry.cooldown_s - now)
+                retry_in = max(1.0, failed_at + self._cooldown - now)
                 if self._hung:
-                    retry_in = max(retry_in, self._retry.cooldown_s)
+                    retry_in = max(retry_in, self._cooldown)
                 raise LoadFailed(self._last_error or "unknown error", retry_after=retry_in)
             if self._state is SlotState.LOADING:
                 retry_in = 1.0
                 if self._retry_at is not None:
                     retry_in = max(retry_in, self._retry_at - self._clock.monotonic())
                 raise WarmingUp("the model is still loading", retry_after=retry_in)
+            if self._state is SlotState.RELEASING:
+                raise WarmingUp("the previous model is still being released", retry_after=1)
             raise WarmingUp("the model is not loaded", retry_after=1)
 
     def _begin_load(self) -> None:  # lock held
@@ -319,6 +387,7 @@ class ModelSlot(Generic[M]):
             raise RuntimeError(f"slot {self.name!r} has no loader bound")
         self._state = SlotState.LOADING
         self._retry_at = None
+        self._runs += 1
         loader = self._loader
         self._thread = threading.Thread(
             target=self._run_load, args=(loader,), name=f"thaw-load-{self.name}", daemon=True
@@ -340,7 +409,8 @@ class ModelSlot(Generic[M]):
             log.info("model load started", extra={"slot": self.name, "attempt": attempt})
             outcome = _Attempt(loader, recorder, name=f"thaw-load-{self.name}-{attempt}")
             if not outcome.wait(self._retry.attempt_timeout_s):
-                self._hang(outcome, attempt, run_started)
+                if self._hang(outcome, attempt, run_started):
+                    self._retry_later()
                 return
             if outcome.error is None:
                 self._settle(outcome.model, run_started)
@@ -349,8 +419,33 @@ class ModelSlot(Generic[M]):
             final = failures >= self._retry.attempts
             delay = self._fail(outcome.error, attempt, failures=failures, final=final)
             if delay is None:
+                self._retry_later()
                 return
             self._clock.sleep(delay)
+
+    def _retry_later(self) -> None:
+        """After a failed load: wait out the cool-down, then load again unless something else
+        started a load meanwhile or the process is stopping. Runs on the finished load's thread.
+        The wait is woken by every change of the slot, so a stopping process frees it at once."""
+        with self._lock:
+            if self._state is not SlotState.FAILED or self._process is not ProcessState.SERVING:
+                return
+            run, failed_at, cooldown = self._runs, self._failed_at, self._cooldown
+
+        def moved_on() -> bool:  # lock held
+            return self._runs != run or self._process is not ProcessState.SERVING
+
+        deadline = (failed_at or self._clock.monotonic()) + cooldown
+        while not self._notifier.wait_for(
+            moved_on, max(0.0, deadline - self._clock.monotonic()) + 0.01
+        ):
+            with self._lock:
+                if self._cooling_down():
+                    continue
+                if self._state is SlotState.FAILED:
+                    log.info("retrying the failed load", extra={"slot": self.name})
+                    self._begin_load()
+                return
 
     def _fail(
         self, error: Exception, attempt: int, *, failures: int = 1, final: bool
@@ -364,37 +459,46 @@ class ModelSlot(Generic[M]):
         )
         with self._lock:
             self._last_error = reason
+            if self._failing_since is None:
+                self._failing_since = self._clock.monotonic()
             if final or self._process is not ProcessState.SERVING:
-                self._state = SlotState.FAILED
-                self._failed_at = self._clock.monotonic()
-                self._notifier.notify_all()
+                self._mark_failed()
                 return None
             delay = self._retry.delay(failures)
             self._retry_at = self._clock.monotonic() + delay
             self._notifier.notify_all()
             return delay
 
-    def _hang(self, outcome: _Attempt[M], attempt: int, run_started: float) -> None:
+    def _mark_failed(self) -> None:  # lock held
+        self._state = SlotState.FAILED
+        self._failed_at = self._clock.monotonic()
+        self._failed_loads += 1
+        self._cooldown = self._retry.cooldown(self._failed_loads)
+        self._notifier.notify_all()
+
+    def _hang(self, outcome: _Attempt[M], attempt: int, run_started: float) -> bool:
         """An attempt outlived its timeout. Python cannot stop a thread, so the slot is FAILED
         and starts no other load while that one may still finish: a second concurrent load is
-        exactly what the slot exists to prevent. If it does finish, its result is taken."""
+        exactly what the slot exists to prevent. If it does finish, its result is taken.
+        Returns True when the load ended failed."""
         timeout = self._retry.attempt_timeout_s
         reason = f"LoadTimeout: attempt {attempt} did not finish within {timeout:g}s"
         log.error("model load timed out", extra={"slot": self.name, "attempt": attempt})
         with self._lock:
             self._last_error = reason
-            self._state = SlotState.FAILED
-            self._failed_at = self._clock.monotonic()
+            if self._failing_since is None:
+                self._failing_since = self._clock.monotonic()
             self._hung = True
-            self._notifier.notify_all()
+            self._mark_failed()
         outcome.wait(None)
         with self._lock:
             self._hung = False
         if outcome.error is None:
             log.warning("a timed-out load finished late", extra={"slot": self.name})
             self._settle(outcome.model, run_started)
-        else:
-            self._fail(outcome.error, attempt, final=True)
+            return False
+        self._fail(outcome.error, attempt, final=True)
+        return True
 
     def _settle(self, model: M | None, run_started: float) -> None:
         with self._lock:
@@ -405,6 +509,9 @@ class ModelSlot(Generic[M]):
             else:
                 self._model = model
                 self._state = SlotState.READY
+                self._failed_loads = 0
+                self._cooldown = self._retry.cooldown_s
+                self._failing_since = None
                 self._loads_completed += 1
                 self._load_seconds = self._clock.monotonic() - run_started
                 if self._first_ready_at is None:
@@ -413,11 +520,19 @@ class ModelSlot(Generic[M]):
                 release_now = False
         if release_now:
             self._release_model(model)
-        else:
-            log.info(
-                "model ready",
-                extra={"slot": self.name, "seconds": round(self._load_seconds or 0.0, 3)},
-            )
+            return
+        log.info(
+            "model ready",
+            extra={"slot": self.name, "seconds": round(self._load_seconds or 0.0, 3)},
+        )
+        self._watch(model)
+
+    def _watch(self, model: M | None) -> None:
+        """A model that can die (a worker process) tells the slot when it does."""
+        watch = getattr(model, "when_lost", None)
+        if model is not None and callable(watch):
+            held = model
+            watch(lambda reason: self.lost(held, reason))
 
     def _release_model(self, model: M | None) -> None:
         if model is not None and self._release is not None:

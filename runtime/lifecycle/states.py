@@ -18,7 +18,12 @@ class SlotState(StrEnum):
     """The model is in memory and serves requests."""
 
     FAILED = "failed"
-    """Every attempt failed; the reason is kept and a fresh attempt may start after a cool-down."""
+    """Every attempt failed; the reason is kept, and a fresh load starts by itself after a
+    cool-down that grows with each failed load (or on demand once the cool-down is over)."""
+
+    RELEASING = "releasing"
+    """The previous model is being released (a worker stopping, GPU memory handed back); a new
+    load waits until it is gone, so two models are never in memory at once."""
 
     @property
     def public_name(self) -> str:

@@ -62,7 +62,7 @@ def test_a_simulated_cuda_oom_fails_that_request_only(server: ServerProcess) -> 
     response = server.post("/generate", json={**QUICK, "prompt": "__oom__"}, headers=AUTH)
     assert response.status_code == 503
     error = response.json()["error"]
-    assert error["code"] == "inference_failed"
+    assert error["code"] == "out_of_memory"
     assert "CUDA out of memory" in error["message"]
     assert int(response.headers["retry-after"]) >= 1
     assert server.get("/readyz").status_code == 200
@@ -136,6 +136,8 @@ def test_a_hanging_loader_times_out_to_failed(tiny_model: Path) -> None:
             "THAW_LOADER": "tests.support.slow_loader:load",
             "THAW_TEST_LOAD_DELAY_S": "120",
             "THAW_LOAD_TIMEOUT_S": "1",
+            "THAW_LOAD_ATTEMPTS": "2",
+            "THAW_LOAD_BACKOFF_S": "0.1",
         }
     ).start()
     try:
@@ -155,6 +157,7 @@ def test_a_hanging_loader_times_out_to_failed(tiny_model: Path) -> None:
         response = server.post("/generate", json={"prompt": "x"})
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "load_failed"
-        assert health["load_attempts"] == 1
+        # Each timed-out attempt counts as one failed attempt, as any other failure does.
+        assert health["load_attempts"] == 2
     finally:
         server.stop()

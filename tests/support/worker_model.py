@@ -65,3 +65,10 @@ class ModelLibraryError(Exception):
 
 def boom_from_the_library(model: Model) -> None:
     raise ModelLibraryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def span(model: Model, seconds: float) -> tuple[float, float]:
+    """When this call ran in the child (monotonic start and end)."""
+    started = time.monotonic()
+    time.sleep(seconds)
+    return started, time.monotonic()

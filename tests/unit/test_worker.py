@@ -180,3 +180,55 @@ def test_closing_a_worker_busy_with_a_call_kills_it_at_once() -> None:
     assert not caller.is_alive()
     assert isinstance(outcome[0], WorkerDied)
     assert not running(worker.pid)
+
+
+def test_calls_run_side_by_side_in_the_child() -> None:
+    """THAW_MAX_CONCURRENCY > 1 must mean concurrent calls, not calls queued behind one lock."""
+    worker = WorkerProcess("tests.support.worker_model:load")
+    try:
+        worker.wait_loaded(PhaseRecorder())
+        spans: list[tuple[float, float]] = []
+        threads = [
+            threading.Thread(
+                target=lambda: spans.append(worker.call("tests.support.worker_model:span", 0.5))
+            )
+            for _ in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        (a_start, a_end), (b_start, b_end) = spans
+        assert a_start < b_end
+        assert b_start < a_end
+    finally:
+        worker.close()
+
+
+def test_a_death_tells_the_owner_and_says_which_calls_had_started() -> None:
+    worker = WorkerProcess("tests.support.worker_model:load")
+    heard: list[str] = []
+    try:
+        worker.wait_loaded(PhaseRecorder())
+        worker.when_lost(heard.append)
+        errors: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                worker.call("tests.support.worker_model:nap", 30)
+            except WorkerDied as exc:
+                errors.append(exc)
+
+        running_call = threading.Thread(target=call)
+        running_call.start()
+        time.sleep(0.5)
+        os.kill(worker.pid, 9)
+        running_call.join(30)
+        (died,) = errors
+        assert died.started
+        assert heard == ["the model worker exited (signal 9)"]
+        with pytest.raises(WorkerDied) as after:
+            worker.call("tests.support.worker_model:echo", 1)
+        assert not after.value.started
+    finally:
+        worker.close()

@@ -95,7 +95,7 @@ def test_a_closed_gate_refuses_new_work_and_keeps_accepted_work() -> None:
     gate.close()
     with pytest.raises(Draining):
         gate.reserve("b")
-    assert gate.accepted_ids() == ["a"]
+    assert gate.accepted_labels() == ["a"]
     assert not gate.wait_empty(timeout=0.01)
     gate.release(ticket)
     assert gate.wait_empty(timeout=1)
@@ -108,3 +108,18 @@ def test_retry_after_grows_with_the_queue() -> None:
     for i in range(6):
         gate.reserve(f"q{i}")
     assert gate.retry_after() >= 4 * 5
+
+
+def test_equal_request_ids_are_distinct_tickets_and_the_limit_holds() -> None:
+    """A client's id is a label: twelve requests with one id take twelve places (or are
+    refused), and releasing one never frees another's place."""
+    gate = AdmissionGate(limit=1, queue_size=1)
+    first, second = gate.reserve("same"), gate.reserve("same")
+    assert first.id != second.id
+    with pytest.raises(Overloaded):
+        gate.reserve("same")
+    gate.release(first)
+    assert gate.accepted == 1
+    assert gate.accepted_labels() == ["same"]
+    gate.release(first)  # idempotent: the other ticket keeps its place
+    assert gate.accepted == 1

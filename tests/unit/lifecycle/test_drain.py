@@ -109,7 +109,7 @@ def test_the_deadline_answers_accepted_requests_draining_and_names_them() -> Non
         assert service.slot.process_state is ProcessState.STOPPED
 
     asyncio.run(scenario())
-    assert service.gate.accepted_ids() == ["a"]  # its thread still runs
+    assert service.gate.accepted_labels() == ["a"]  # its thread still runs
     release.set()
     assert service.gate.wait_empty(timeout=5)  # and gives its place back when it ends
 

@@ -8,7 +8,14 @@ import time
 
 import pytest
 
-from runtime.errors import DeadlineExceeded, Draining, InferenceFailed, Overloaded, WarmingUp
+from runtime.errors import (
+    DeadlineExceeded,
+    Draining,
+    InferenceFailed,
+    OutOfMemory,
+    Overloaded,
+    WarmingUp,
+)
 from runtime.lifecycle.service import Service
 from runtime.lifecycle.slot import ModelSlot, RetryPolicy
 from runtime.lifecycle.states import ProcessState, SlotState
@@ -101,17 +108,38 @@ def test_a_request_waiting_past_the_warm_budget_gets_warming_up() -> None:
     gate.set()
 
 
-def test_a_raising_inference_fails_that_request_only() -> None:
+def test_an_out_of_memory_fails_that_request_only_and_may_be_retried() -> None:
     service = make_service(CountingLoader())
 
     def boom(_model: FakeModel) -> None:
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    with pytest.raises(InferenceFailed, match="out of memory"):
+    with pytest.raises(OutOfMemory, match="out of memory") as raised:
         asyncio.run(service.run(boom))
+    assert raised.value.retry_after is not None
     assert service.slot.state is SlotState.READY
     assert asyncio.run(service.run(lambda model: model.number)).value == 1
     assert service.health()["inference_errors"] == 1
+
+
+def test_a_failing_generation_is_not_retryable_and_its_text_stays_out_of_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pipeline error other than out-of-memory would fail again: 500, no Retry-After (a 503
+    with Retry-After invited a retry storm). Its text may quote the prompt: not logged."""
+    service = make_service(CountingLoader())
+
+    def boom(_model: FakeModel) -> None:
+        raise ValueError("cannot draw 'my secret prompt'")
+
+    with pytest.raises(InferenceFailed, match="secret") as raised:
+        asyncio.run(service.run(boom, request_id="r-7"))
+    assert raised.value.retry_after is None
+    (record,) = [r for r in caplog.records if r.getMessage() == "inference failed"]
+    assert record.__dict__["error_type"] == "ValueError"
+    assert record.__dict__["request_id"] == "r-7"
+    assert "secret" not in str([r.__dict__ for r in caplog.records])
+    assert service.slot.state is SlotState.READY
 
 
 def test_a_deadline_gives_up_waiting_but_holds_the_place_until_the_thread_ends() -> None:

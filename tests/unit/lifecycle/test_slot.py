@@ -241,3 +241,102 @@ def test_a_hung_load_times_out_to_failed_and_blocks_a_second_load() -> None:
     assert eventually(lambda: slot.ready)
     assert slot.get(timeout=1).number == 1
     assert loader.calls == 1
+
+
+class DyingModel(FakeModel):
+    """A model that can die, as a worker process can: it tells its watcher when it does."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(number)
+        self.watchers: list[Callable[[str], None]] = []
+
+    def when_lost(self, callback: Callable[[str], None]) -> None:
+        self.watchers.append(callback)
+
+    def die(self, reason: str = "the model worker exited (signal 9)") -> None:
+        for watcher in self.watchers:
+            watcher(reason)
+
+
+def test_a_lost_model_is_released_and_a_fresh_one_loads_with_no_demand() -> None:
+    numbers = iter(range(1, 10))
+    released: list[DyingModel] = []
+    slot: ModelSlot[DyingModel] = ModelSlot(
+        "t", lambda _phases: DyingModel(next(numbers)), release=released.append
+    )
+    first = slot.get(timeout=10)
+    first.die()
+    assert slot.wait_settled(10)
+    assert slot.state is SlotState.READY  # reloaded by itself
+    second = slot.peek()
+    assert second is not None
+    assert second.number == 2
+    assert released == [first]
+    snap = slot.snapshot()
+    assert snap.lost == 1
+    assert "signal 9" in (snap.last_error or "")
+    first.die()  # a late report about the old model lets go of nothing
+    assert slot.peek() is second
+
+
+def test_a_new_load_waits_for_the_release_of_the_previous_model() -> None:
+    """Two models in memory at once is a GPU out-of-memory: a demand during a slow release
+    starts its load only once the release is done."""
+    loader = CountingLoader()
+    releasing = threading.Event()
+    finish = threading.Event()
+    overlap: list[int] = []
+
+    def slow_release(model: FakeModel) -> None:
+        releasing.set()
+        finish.wait(10)
+        overlap.append(loader.calls)
+
+    slot = ModelSlot("t", loader, release=slow_release)
+    slot.get(timeout=10)
+    unloading = threading.Thread(target=slot.unload)
+    unloading.start()
+    assert releasing.wait(10)
+    assert slot.state is SlotState.RELEASING
+    assert slot.snapshot().status == "releasing"
+    getter = threading.Thread(target=lambda: slot.get(timeout=10))
+    getter.start()
+    time.sleep(0.1)
+    assert loader.calls == 1  # the demand waits: no second load while the first model lives
+    finish.set()
+    unloading.join(10)
+    getter.join(10)
+    assert overlap == [1]
+    assert loader.calls == 2
+    assert slot.state is SlotState.READY
+
+
+def test_a_failed_load_retries_by_itself_with_a_growing_cool_down() -> None:
+    loader = CountingLoader(failures=2)
+    slot = make_slot(loader, attempts=1, cooldown_s=0.05, cooldown_max_s=0.08)
+    slot.start()
+    assert wait_until(lambda: slot.state is SlotState.READY, timeout=10)
+    assert loader.calls == 3  # two failed loads, each retried with no demand
+    assert slot.snapshot().failing_s is None
+
+
+def test_the_time_failing_counts_from_the_first_failure_until_a_load_succeeds() -> None:
+    clock = FakeClock()
+    loader = CountingLoader(failures=5)
+    slot = make_slot(loader, clock, attempts=1, cooldown_s=30)
+    slot.start()
+    assert slot.wait_settled(10)
+    clock.advance(45)
+    snap = slot.snapshot()
+    assert snap.state is SlotState.FAILED
+    assert snap.failing_s == 45
+    assert snap.retry_in_s == 0  # the cool-down (30 s) is over: the next demand loads
+
+
+def wait_until(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.01)
+    return False
