@@ -5,57 +5,82 @@
 #   docker build -t thaw .                                    # CPU torch (Lambda has no GPU)
 #   docker build -t thaw-gpu --build-arg TORCH_VARIANT=cu128 .  # CUDA torch for GPU platforms
 #   docker build -t thaw --build-arg BAKE_MODEL=none .        # no weights: THAW_MODEL=s3://...
+#   make image                                                # the same, with docker or podman
+#
+# Layers are ordered for rebuilds (docs/image.md): the requirements (1.3 GB) change least, then
+# the baked weights, then the code (under 1 MB), so a code change rebuilds one small layer.
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
-# -- build: the virtual environment and the code, bytecode compiled ------------------------------
-FROM ${PYTHON_IMAGE} AS build
+# -- venv: the requirements, bytecode compiled ---------------------------------------------------
+FROM ${PYTHON_IMAGE} AS venv
 # cpu for Lambda; a CUDA variant (cu126, cu128, ...) of the same torch release for GPU platforms.
 ARG TORCH_VARIANT=cpu
 # The torch pin of requirements.txt (a test keeps the two equal).
 ARG TORCH_VERSION=2.13.0
+# Where torch's wheel comes from: PyTorch's index for the variant, or a mirror of it (a builder
+# that cannot reach download.pytorch.org; `make image` serves this machine's own wheel).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_VARIANT}
+# Everything else: PyPI, or a mirror (pip reads PIP_INDEX_URL; the ARG never reaches the image).
+ARG PIP_INDEX_URL=https://pypi.org/simple
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
+COPY requirements.txt /tmp/requirements.txt
+# torch alone from the variant's index (--no-deps: that index need hold nothing else); then the
+# rest, torch's own dependencies included, from PIP_INDEX_URL.
+# Lambda's filesystem is read-only: an uncompiled import would be compiled again at every cold
+# start. unchecked-hash keeps the .pyc valid whatever the file times become in the final stage.
+# torch 2.13 ships one test helper in Python 3.12 syntax, which 3.11 cannot compile and nothing
+# imports: that one file is skipped.
+RUN pip install --no-deps --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
+    && pip install -r /tmp/requirements.txt awslambdaric==4.2.2 \
+    && python -m compileall -q -j 0 --invalidation-mode unchecked-hash \
+        -x '/site-packages/torch/testing/_internal/py312_intrinsics\.py$' /opt/venv
+
+# -- weights: the tiny random-weight model baked in (BAKE_MODEL=tiny), or nothing (none) ---------
+FROM venv AS weights
+ARG BAKE_MODEL=tiny
+COPY infra/scripts/build_tiny_model.py /tmp/build_tiny_model.py
+RUN mkdir -p /opt/thaw/model \
+    && if [ "${BAKE_MODEL}" = "tiny" ]; then \
+         python /tmp/build_tiny_model.py --out /opt/thaw/model; \
+       fi
+
+# -- app: thaw's code, bytecode compiled ---------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS app
 WORKDIR /app
-COPY requirements.txt ./
-# torch first, from the variant's index; the rest from PyPI then finds it already satisfied.
-RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" \
-        "torch==${TORCH_VERSION}" \
-    && pip install -r requirements.txt awslambdaric==4.2.2
 COPY runtime/ runtime/
 COPY handler/ handler/
 COPY infra/docker/ infra/docker/
 COPY infra/scripts/ infra/scripts/
-# Lambda's filesystem is read-only: an uncompiled import would be compiled again at every cold
-# start. unchecked-hash keeps the .pyc valid whatever the file times become in the final stage.
-RUN python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv /app
-
-# -- weights: the tiny random-weight model baked in (BAKE_MODEL=tiny), or nothing (none) ---------
-FROM build AS weights
-ARG BAKE_MODEL=tiny
-RUN mkdir -p /opt/thaw/model \
-    && if [ "${BAKE_MODEL}" = "tiny" ]; then \
-         python infra/scripts/build_tiny_model.py --out /opt/thaw/model; \
-       fi
+RUN python -m compileall -q -j 0 --invalidation-mode unchecked-hash /app
 
 # -- the image -----------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="thaw" \
       org.opencontainers.image.description="A diffusers text-to-image model for scale-to-zero platforms"
 # Lambda runs the image as its own user whatever USER says; elsewhere run as a plain user. Both
-# may write only under /tmp (Lambda's filesystem is read-only), hence THAW_CACHE_DIR there.
+# may write only under /tmp (Lambda's filesystem is read-only), hence THAW_CACHE_DIR there. The
+# standard library is compiled too: a base image may ship it without bytecode.
 RUN groupadd --system --gid 10001 thaw \
-    && useradd --system --uid 10001 --gid thaw --home-dir /app --shell /usr/sbin/nologin thaw
-COPY --from=build /opt/venv /opt/venv
-COPY --from=build /app /app
+    && useradd --system --uid 10001 --gid thaw --home-dir /app --shell /usr/sbin/nologin thaw \
+    && python -m compileall -q -j 0 --invalidation-mode unchecked-hash \
+        "$(python -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')"
+COPY --from=venv /opt/venv /opt/venv
 COPY --from=weights /opt/thaw/model /opt/thaw/model
+COPY --from=app /app /app
+# The log stream is JSON lines; transformers writes plain text of its own: warnings through its
+# own handler (the "requires torchvision" notices at every load), hence TRANSFORMERS_VERBOSITY,
+# and a "Loading weights" progress bar, hence HF_HUB_DISABLE_PROGRESS_BARS.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_VERBOSITY=error \
+    HF_HUB_DISABLE_PROGRESS_BARS=1 \
     THAW_MODEL=/opt/thaw/model \
     THAW_CACHE_DIR=/tmp/thaw-cache \
     THAW_HOST=0.0.0.0 \

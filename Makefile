@@ -5,7 +5,10 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup model compile serve check test test-unit bench bench-gpu clean
+.PHONY: setup model compile serve check test test-unit bench bench-gpu clean image test-image bench-image
+
+# The image (docs/image.md): docker where a daemon answers, else podman with its state in build/.
+IMAGE ?= thaw:cpu
 
 setup: $(VENV)/.installed
 
@@ -49,3 +52,18 @@ bench: model compile
 # With a CUDA GPU: cold load, first-inference cost, batching gain (bench/results/gpu.md).
 bench-gpu: model compile
 	$(BIN)/python -m bench.gpu_check
+
+# The container image, built with whatever the machine has (Debian's podman is installed where
+# neither it nor a docker daemon is); nothing is rebuilt when the hash of its inputs is unchanged.
+image: setup
+	@if ! { command -v docker >/dev/null && docker info >/dev/null 2>&1; }; then \
+		infra/image/install-engine.sh; fi
+	$(BIN)/python -m infra.image.build --tag $(IMAGE)
+
+# Tests inside the image: HTTP and Lambda modes, read-only root, signals, bytecode.
+test-image: image
+	THAW_TEST_IMAGE=$(IMAGE) $(BIN)/python -m pytest tests/image
+
+# Container start to /livez and /readyz, against the same server started outside it.
+bench-image: image model
+	$(BIN)/python -m bench.image_start --image $(IMAGE)

@@ -146,6 +146,18 @@ def build(out: Path) -> None:
     pipe.save_pretrained(out, safe_serialization=True)
 
 
+def share(folder: Path) -> None:
+    """Give the model the modes the umask allows, as any file written in place would have.
+
+    mkdtemp makes the staging folder 0700 and safetensors writes its files 0600, so a model
+    built by root (a Dockerfile's RUN) was unreadable by the image's own user and Lambda's.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="output folder")
@@ -161,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         build(staging)
         (staging / MARKER).write_text("ok\n", encoding="utf-8")
+        share(staging)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)

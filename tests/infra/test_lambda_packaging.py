@@ -8,6 +8,7 @@ import importlib.util
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -203,3 +204,101 @@ def test_the_entry_script_chooses_lambda_or_uvicorn(
     argv = entrypoint().command(environ, args)
     assert argv[:2] == [sys.executable, "-m"]
     assert argv[2:] == expected
+
+
+def stages(text: str) -> list[tuple[str, str | None]]:
+    """The Dockerfile's stages in order: (base, name or None)."""
+    found = re.findall(r"^FROM\s+(?:--\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?\s*$", text, re.M | re.I)
+    return [(base, name or None) for base, name in found]
+
+
+def test_the_template_and_the_dockerfile_stages_agree() -> None:
+    """SAM builds `DockerContext`/`Dockerfile` with `DockerBuildArgs` (and `DockerBuildTarget`,
+    else the last stage): that stage must be the one Lambda can start, every build argument must
+    be one the Dockerfile declares, and every stage a COPY takes from must come before it."""
+    metadata = function()["Metadata"]
+    text = dockerfile()
+    declared = set(re.findall(r"^ARG\s+([A-Z_]+)", text, re.M))
+    assert set(metadata["DockerBuildArgs"]) <= declared
+    assert metadata["DockerBuildArgs"]["BAKE_MODEL"] in ("tiny", "none")
+    found = stages(text)
+    names = [name for _, name in found]
+    target = metadata.get("DockerBuildTarget")
+    index = names.index(target) if target else len(found) - 1
+    final = re.split(r"^FROM\s", text, flags=re.M)[index + 1]
+    assert re.search(r"^ENTRYPOINT ", final, re.M)
+    assert re.search(r"^USER 10001", final, re.M)
+    for position, part in enumerate(re.split(r"^FROM\s", text, flags=re.M)[1:]):
+        for source in re.findall(r"^COPY --from=(\S+) ", part, re.M):
+            assert source in names[:position], f"stage {position} copies from {source}"
+        base = found[position][0]
+        assert base in ("${PYTHON_IMAGE}", *names[:position]), base
+    # Every COPY source is in the context SAM sends.
+    context = (ROOT / metadata["DockerContext"]).resolve()
+    for source in re.findall(r"^COPY (?!--from)(\S+) ", text, re.M):
+        assert (context / source).exists(), source
+
+
+def test_layers_go_from_least_to_most_often_changed() -> None:
+    """The final stage copies the requirements, then the weights, then the code: a code change
+    rebuilds one layer of under a megabyte, not the 1.3 GB virtual environment."""
+    final = re.split(r"^FROM\s", dockerfile(), flags=re.M)[-1]
+    copies = re.findall(r"^COPY --from=\S+ (\S+) ", final, re.M)
+    assert copies == ["/opt/venv", "/opt/thaw/model", "/app"]
+    weights = re.split(r"^FROM\s", dockerfile(), flags=re.M)
+    weights_stage = next(part for part in weights if re.match(r"\S+ AS weights", part))
+    # The weights stage takes the model script alone, so no other code change rebuilds them.
+    assert re.findall(r"^COPY (\S+) ", weights_stage, re.M) == ["infra/scripts/build_tiny_model.py"]
+
+
+def test_bytecode_skips_only_the_one_file_python_311_cannot_compile() -> None:
+    excluded = re.findall(r"-x '([^']+)'", dockerfile())
+    assert len(excluded) == 1
+    pattern = re.compile(excluded[0])
+    site = "/opt/venv/lib/python3.11/site-packages/"
+    assert pattern.search(site + "torch/testing/_internal/py312_intrinsics.py")
+    for kept in (
+        "torch/testing/_internal/common_utils.py",
+        "torch/testing/_internal/py312_intrinsics_test.py",
+        "torch/__init__.py",
+    ):
+        assert not pattern.search(site + kept), kept
+
+
+def test_the_torch_index_is_a_build_argument_defaulting_to_pytorch() -> None:
+    text = dockerfile()
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_VARIANT}" in text
+    assert '--index-url "${TORCH_INDEX_URL}"' in text
+
+
+SUPERVISED = """
+import sys
+sys.path.insert(0, {folder!r})
+import entrypoint
+sys.exit(entrypoint.supervise([sys.executable, "-c", {child!r}]))
+"""
+
+
+def supervised(child: str) -> subprocess.Popen[bytes]:
+    code = SUPERVISED.format(folder=str(ROOT / "infra" / "docker"), child=child)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+
+
+def test_the_entry_script_as_init_passes_sigterm_on_and_exits_as_the_child_did() -> None:
+    """PID 1 in a container ignores signals it has no handler for; awslambdaric installs none.
+    The entry script, as PID 1, runs it as a child and passes SIGTERM on (`docker stop`)."""
+    proc = supervised("import sys, time; print('up', flush=True); time.sleep(60)")
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"up\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    done = supervised("import sys; sys.exit(3)")
+    assert done.wait(10) == 3
+    assert done.stdout is not None
+    done.stdout.close()
