@@ -153,6 +153,20 @@ class Container:
         out = self.engine.run("diff", self.name).stdout
         return [line for line in out.splitlines() if line.strip()]
 
+    def baseline_diff(self) -> list[str]:
+        """What the engine itself changes in a container that runs nothing (the mount points of
+        /etc/hosts, /etc/resolv.conf and the like), started with the same options."""
+        name = f"{self.name}-baseline"
+        try:
+            self.engine.run(
+                "run", "--name", name, *self.options, "--entrypoint", "/bin/true", self.image,
+                timeout=120,
+            )  # fmt: skip
+            out = self.engine.run("diff", name).stdout
+        finally:
+            self.engine.run("rm", "--force", name, check=False, timeout=60)
+        return [line for line in out.splitlines() if line.strip()]
+
     def remove(self) -> None:
         self.engine.run("rm", "--force", "--time", "0", self.name, check=False, timeout=60)
 
