@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import statistics
@@ -73,7 +74,9 @@ def wait_status(url: str, started: float, timeout: float = 120.0, interval: floa
 
 
 class LatencyProbe:
-    """Polls a URL from a thread and records each answer's latency in seconds."""
+    """Polls a URL from a thread and records each answer's latency in seconds. A probe that
+    fails (no answer, a timeout, a status other than 200) is recorded too, as `FAILED`
+    (infinite latency), so it shows in the percentiles and the maximum instead of vanishing."""
 
     def __init__(self, url: str, interval: float = 0.01) -> None:
         self.url = url
@@ -95,11 +98,24 @@ class LatencyProbe:
             while not self._stop.is_set():
                 started = time.perf_counter()
                 try:
-                    client.get(self.url)
-                except httpx.TransportError:
-                    continue
-                self.samples.append(time.perf_counter() - started)
+                    ok = client.get(self.url).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                self.samples.append(time.perf_counter() - started if ok else FAILED)
                 time.sleep(self.interval)
+
+    @property
+    def failed(self) -> int:
+        return failed(self.samples)
+
+
+FAILED = math.inf
+"""A failed or timed-out probe's latency in `LatencyProbe.samples`."""
+
+
+def failed(samples: Sequence[float]) -> int:
+    """How many probes in `samples` failed."""
+    return sum(1 for sample in samples if sample == FAILED)
 
 
 def median(values: Sequence[float]) -> float:

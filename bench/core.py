@@ -24,6 +24,7 @@ import httpx
 from bench.common import (
     ROOT,
     LatencyProbe,
+    failed,
     free_port,
     median,
     percentile,
@@ -181,13 +182,13 @@ def main() -> None:
             "/livez latency while loading: p50 / p99 / max",
             f"{ms(median(load_latency))} / {ms(percentile(load_latency, 99))} / "
             f"{ms(max(load_latency))}",
-            f"{len(load_latency)} samples",
+            f"{len(load_latency)} probes, {failed(load_latency)} failed",
         ),
         (
             "/livez latency while generating: p50 / p99 / max",
             f"{ms(median(infer_latency))} / {ms(percentile(infer_latency, 99))} / "
             f"{ms(max(infer_latency))}",
-            f"{len(infer_latency)} samples (target max ≤ 50 ms)",
+            f"{len(infer_latency)} probes, {failed(infer_latency)} failed (target max ≤ 50 ms)",
         ),
         (f"pipeline called directly ({STEPS} steps, {SIZE}px, PNG)", ms(median(direct_s)), "1.00x"),
         (

@@ -37,8 +37,10 @@ from typing import Any
 import httpx
 
 from bench.common import (
+    FAILED,
     ROOT,
     LatencyProbe,
+    failed,
     free_port,
     median,
     percentile,
@@ -275,10 +277,11 @@ def fmt(seconds: float | None, unit: str = "s") -> str:
 
 
 def spread(latencies: list[float]) -> str:
-    """p50 / p99 / max in milliseconds."""
-    return " / ".join(
-        fmt(value, "ms") for value in (median(latencies), percentile(latencies, 99), max(latencies))
-    )
+    """p50 / p99 / max in milliseconds, over every probe (a failed one counts as infinitely
+    slow), and how many failed."""
+    figures = (median(latencies), percentile(latencies, 99), max(latencies))
+    text = " / ".join("failed" if value == FAILED else fmt(value, "ms") for value in figures)
+    return f"{text} ({len(latencies)} probes, {failed(latencies)} failed)"
 
 
 def ratio(a: float | None, b: float | None) -> str:

@@ -7,6 +7,7 @@ importing this module, or the app, stays cheap.
 
 from __future__ import annotations
 
+import copy
 import gc
 import io
 import logging
@@ -278,7 +279,7 @@ def generate_batch(loaded: LoadedPipeline, batch: list[GenerationParams]) -> lis
     generators = [torch.Generator("cpu").manual_seed(params.seed) for params in batch]
     negative = [params.negative_prompt for params in batch]
     with torch.inference_mode():
-        result = loaded.pipe(
+        result = own_view(loaded.pipe)(
             prompt=[params.prompt for params in batch],
             # diffusers reads no negative prompt as "" for every item of a batch.
             negative_prompt=None if not any(negative) else [text or "" for text in negative],
@@ -305,6 +306,25 @@ def generate_batch(loaded: LoadedPipeline, batch: list[GenerationParams]) -> lis
             )
         )
     return images
+
+
+def own_view(pipe: Any) -> Any:
+    """The pipeline for one call: the same components (no weight copied), with a scheduler and
+    per-call attributes of its own. A scheduler keeps the denoising loop's state (timesteps,
+    step index) and a pipeline sets per-call attributes (`_guidance_scale`, ...) while it runs,
+    so two generations sharing one object (THAW_MAX_CONCURRENCY > 1) would step on each other.
+    A shallow copy is used, not `from_pipe`, which casts the shared components to a dtype.
+    Other objects (a custom loader's wrapper) are used as they are."""
+    from diffusers import DiffusionPipeline
+
+    if not isinstance(pipe, DiffusionPipeline):
+        return pipe
+    scheduler: Any = getattr(pipe, "scheduler", None)
+    if scheduler is None:
+        return pipe
+    view: Any = copy.copy(pipe)
+    view.scheduler = scheduler.from_config(scheduler.config)
+    return view
 
 
 def _in_worker(worker: WorkerProcess, batch: list[GenerationParams]) -> list[GeneratedImage]:

@@ -202,4 +202,5 @@ def test_a_worker_never_outlives_its_server(tiny_model: Path, how: str) -> None:
         assert until(lambda: server.get("/health").json()["inflight"] == 1, timeout=30)
     server.proc.kill()  # SIGKILL: nothing in the server runs any more
     server.proc.wait(10)
+    server.stop()  # closes the test's client; the server is already gone
     assert until(lambda: not running(worker), timeout=5), "the worker outlived its server"
