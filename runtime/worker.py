@@ -333,7 +333,7 @@ class _ForwardingPhases(PhaseRecorder):
     """The child's recorder: every phase event also goes to the parent."""
 
     def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
-        super().__init__()
+        super().__init__(logs=False)  # the parent logs each phase as it mirrors it
         self._send = send
 
     def begin(self, name: str, *, at: float | None = None) -> object:

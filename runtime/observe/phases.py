@@ -27,8 +27,9 @@ class PhaseRecorder:
     """Records named phases of one load attempt. Thread-safe: phases may overlap
     (a download running while heavy imports happen)."""
 
-    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK, *, logs: bool = True) -> None:
         self._clock = clock
+        self._logs = logs  # False where another recorder logs the same phases (a worker's)
         self._origin = clock.monotonic()
         self._lock = threading.Lock()
         self._phases: list[_Phase] = []
@@ -54,14 +55,18 @@ class PhaseRecorder:
         entry = _Phase(name=name, started=self._clock.monotonic() if at is None else at)
         with self._lock:
             self._phases.append(entry)
-        log.info("load phase started", extra={"phase": name})
+        if self._logs:
+            log.info("load phase started", extra={"phase": name})
         return entry
 
     def end(self, token: object, *, failed: bool = False, at: float | None = None) -> None:
-        assert isinstance(token, _Phase)
+        if not isinstance(token, _Phase):
+            raise TypeError(f"not a token from PhaseRecorder.begin: {token!r}")
         with self._lock:
             token.failed = failed
             token.seconds = (self._clock.monotonic() if at is None else at) - token.started
+        if not self._logs:
+            return
         log.info(
             "load phase %s",
             "failed" if failed else "done",

@@ -232,3 +232,20 @@ def test_a_death_tells_the_owner_and_says_which_calls_had_started() -> None:
         assert not after.value.started
     finally:
         worker.close()
+
+
+def test_each_load_phase_is_logged_once() -> None:
+    """The child records its phases and the parent mirrors them: only one of them logs."""
+    out = run_python(
+        "import os\n"
+        "os.dup2(1, 2)  # the logs (stderr, the child's too) into what run_python returns\n"
+        "from runtime.observe.logs import configure_logging\n"
+        "from runtime.observe.phases import PhaseRecorder\n"
+        "from runtime.worker import WorkerProcess\n"
+        "configure_logging('info')\n"
+        "worker = WorkerProcess('tests.support.worker_model:load')\n"
+        "worker.wait_loaded(PhaseRecorder())\n"
+        "worker.close()\n"
+    )
+    started = [line for line in out.splitlines() if "load phase started" in line]
+    assert len(started) == 2, out  # import and build, once each
