@@ -214,7 +214,11 @@ def warm_inference(env: dict[str, str], runs: int) -> dict[str, dict[str, list[f
 
 
 def throughput(
-    env: dict[str, str], levels: tuple[int, ...], per_level: int
+    env: dict[str, str],
+    levels: tuple[int, ...],
+    per_level: int,
+    *,
+    body: dict[str, object] | None = None,
 ) -> dict[int, dict[str, float]]:
     """Requests per second and latency percentiles at each concurrency level."""
     port = free_port()
@@ -223,7 +227,7 @@ def throughput(
         [python(), "-m", "handler"],
         {**env, "THAW_PORT": str(port), "THAW_QUEUE_SIZE": str(max(levels) * 2)},
     )
-    body = WARM_BODY
+    body = WARM_BODY if body is None else body
     out: dict[int, dict[str, float]] = {}
     try:
         wait_status(f"{base}/readyz", time.monotonic(), 600, 0.05)

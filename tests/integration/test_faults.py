@@ -191,16 +191,21 @@ def test_a_worker_crash_fails_only_the_running_request(tiny_model: Path) -> None
 def test_a_worker_never_outlives_its_server(tiny_model: Path, how: str) -> None:
     server = start(tiny_model, THAW_LOADER=FAULTY, THAW_TEST_SLOW_S="60")
     assert server.proc is not None
-    worker = the_worker(server)
-    if how == "mid-generation":
+    try:
+        worker = the_worker(server)
+        if how == "mid-generation":
 
-        def send() -> None:
-            with httpx.Client(base_url=server.url, timeout=60) as client, suppress(httpx.HTTPError):
-                client.post("/generate", json=SLOW)  # the server dies under it
+            def send() -> None:
+                with (
+                    httpx.Client(base_url=server.url, timeout=60) as client,
+                    suppress(httpx.HTTPError),
+                ):
+                    client.post("/generate", json=SLOW)  # the server dies under it
 
-        threading.Thread(target=send, daemon=True).start()
-        assert until(lambda: server.get("/health").json()["inflight"] == 1, timeout=30)
-    server.proc.kill()  # SIGKILL: nothing in the server runs any more
-    server.proc.wait(10)
-    server.stop()  # closes the test's client; the server is already gone
+            threading.Thread(target=send, daemon=True).start()
+            assert until(lambda: server.get("/health").json()["inflight"] == 1, timeout=30)
+        server.proc.kill()  # SIGKILL: nothing in the server runs any more
+        server.proc.wait(10)
+    finally:
+        server.stop()  # closes the test's client (and stops the server if a check failed)
     assert until(lambda: not running(worker), timeout=5), "the worker outlived its server"
