@@ -30,6 +30,7 @@ STATUS: dict[type[errors.ThawError], int] = {
     errors.ModelLost: 503,
     errors.OutOfMemory: 503,
     errors.InferenceFailed: 500,
+    errors.Canceled: 409,
     errors.DeadlineExceeded: 504,
 }
 

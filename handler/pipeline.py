@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import inspect
 import io
 import logging
 import os
@@ -27,6 +28,7 @@ from runtime.observe.phases import PhaseRecorder
 from runtime.settings import WorkerMode
 from runtime.weights import pagecache
 from runtime.weights.sources import BackgroundResolve, ModelNotFound, resolve_model
+from runtime.work import current as current_work
 from runtime.worker import WorkerProcess, import_ref
 
 if TYPE_CHECKING:
@@ -278,8 +280,9 @@ def generate_batch(loaded: LoadedPipeline, batch: list[GenerationParams]) -> lis
     # CPU generators give the same image for the same seed on every device.
     generators = [torch.Generator("cpu").manual_seed(params.seed) for params in batch]
     negative = [params.negative_prompt for params in batch]
+    pipe = own_view(loaded.pipe)
     with torch.inference_mode():
-        result = own_view(loaded.pipe)(
+        result = pipe(
             prompt=[params.prompt for params in batch],
             # diffusers reads no negative prompt as "" for every item of a batch.
             negative_prompt=None if not any(negative) else [text or "" for text in negative],
@@ -289,6 +292,7 @@ def generate_batch(loaded: LoadedPipeline, batch: list[GenerationParams]) -> lis
             height=first.height,
             generator=generators if len(batch) > 1 else generators[0],
             output_type="pil",
+            **_step_reports(pipe, first.steps),
         )
     inferred = time.perf_counter()
     images: list[GeneratedImage] = []
@@ -306,6 +310,20 @@ def generate_batch(loaded: LoadedPipeline, batch: list[GenerationParams]) -> lis
             )
         )
     return images
+
+
+def _step_reports(pipe: Any, steps: int) -> dict[str, Any]:
+    """diffusers' step-end callback, reporting each denoising step to the work in hand (see
+    runtime.work): progress for jobs, and a stop at the next step once the work is canceled."""
+    if "callback_on_step_end" not in inspect.signature(pipe.__call__).parameters:
+        return {}
+    work = current_work()
+
+    def on_step_end(_pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> Any:
+        work.step(step + 1, steps)
+        return tensors
+
+    return {"callback_on_step_end": on_step_end}
 
 
 def own_view(pipe: Any) -> Any:

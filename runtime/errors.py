@@ -112,3 +112,9 @@ class OutOfMemory(ThawError):
     later or smaller, may succeed."""
 
     code = "out_of_memory"
+
+
+class Canceled(ThawError):
+    """The client gave up (a disconnect, a job's cancel) and the work stopped at a step."""
+
+    code = "canceled"

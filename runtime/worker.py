@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
+from runtime import work as work_in_hand
 from runtime.errors import ModelLost
 from runtime.observe.phases import PhaseRecorder
 
@@ -58,10 +59,15 @@ def import_ref(ref: str) -> Callable[..., Any]:
     return found
 
 
+CANCEL_POLL_S = 0.1
+"""How often a waiting call looks whether its work was canceled (then tells the child)."""
+
+
 class _Call:
     """One call in flight: filled by the parent's reader thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, work: work_in_hand.Work) -> None:
+        self.work = work
         self.done = threading.Event()
         self.started = False
         self.value: Any = None
@@ -193,21 +199,28 @@ class WorkerProcess:
     def call(self, func_ref: str, *args: Any) -> Any:
         """`func(model, *args)` in the child, beside any other calls; its exception is raised
         here, and `WorkerDied` if the child dies first."""
-        call = _Call()
+        call = _Call(work_in_hand.current())
         with self._lock:
             if self._lost is not None:
                 raise WorkerDied(f"{self._lost} before the call", started=False)
             call_id = next(self._ids)
             self._calls[call_id] = call
-        try:
-            with self._sending:
-                self._conn.send(("call", call_id, func_ref, args))
-        except (OSError, ValueError):
-            pass  # the child is gone: the reader fails this call when it sees the socket end
-        call.done.wait()
+        self._send(("call", call_id, func_ref, args))
+        told = False
+        while not call.done.wait(CANCEL_POLL_S):
+            if not told and call.work.canceled:
+                self._send(("cancel", call_id))  # the child stops it at its next step
+                told = True
         if call.error is not None:
             raise call.error
         return call.value
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        try:
+            with self._sending:
+                self._conn.send(message)
+        except (OSError, ValueError):
+            pass  # the child is gone: the reader fails the calls when it sees the socket end
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the child (politely, then by force) and release the socket. A child busy with
@@ -240,12 +253,14 @@ class WorkerProcess:
             kind, call_id = message[0], message[1]
             with self._lock:
                 call = self._calls.get(call_id)
-                if call is not None and kind != "started":
+                if call is not None and kind not in ("started", "progress"):
                     del self._calls[call_id]
             if call is None:
                 continue
             if kind == "started":
                 call.started = True
+            elif kind == "progress":
+                call.work.report(message[2], message[3])
             elif kind == "result":
                 call.finish(value=message[2])
             else:
@@ -372,6 +387,7 @@ def serve(fd: int, load_ref: str) -> None:
     describe = getattr(model, "summary", None)
     loading.clear()  # from here on, what the parent sends is for the loop below
     send(("ready", describe() if callable(describe) else {}))
+    canceled: dict[int, threading.Event] = {}
     while True:
         try:
             message = conn.recv()
@@ -379,11 +395,17 @@ def serve(fd: int, load_ref: str) -> None:
             os._exit(0)  # the parent is gone: a call still running has nobody to answer
         if message[0] == "stop":
             return
+        if message[0] == "cancel":
+            flag = canceled.get(message[1])
+            if flag is not None:
+                flag.set()
+            continue
         _, call_id, func_ref, args = message
+        flag = canceled[call_id] = threading.Event()
         send(("started", call_id))
         threading.Thread(
             target=_run_call,
-            args=(send, call_id, model, func_ref, args),
+            args=(send, call_id, model, func_ref, args, flag, canceled),
             name=f"thaw-call-{call_id}",
             daemon=True,
         ).start()
@@ -395,15 +417,37 @@ def _run_call(
     model: Any,
     func_ref: str,
     args: tuple[Any, ...],
+    flag: threading.Event,
+    flags: dict[int, threading.Event],
 ) -> None:
+    work = _ChildWork(send, call_id, flag)
     try:
-        result = import_ref(func_ref)(model, *args)
+        with work_in_hand.running(work):
+            result = import_ref(func_ref)(model, *args)
     except Exception as exc:
         answer: tuple[Any, ...] = ("raise", call_id, *_portable(exc))
     else:
         answer = ("result", call_id, result)
+    finally:
+        flags.pop(call_id, None)
     with contextlib.suppress(OSError, ValueError):  # the parent left: the main thread exits
         send(answer)
+
+
+class _ChildWork(work_in_hand.Work):
+    """A call's work in the child: progress goes to the parent, which passes it to the
+    requests' controls; the parent's `cancel` message sets `flag`."""
+
+    def __init__(
+        self, send: Callable[[tuple[Any, ...]], None], call_id: int, flag: threading.Event
+    ) -> None:
+        super().__init__(canceled=flag.is_set)
+        self._send = send
+        self._call_id = call_id
+
+    def report(self, step: int, steps: int) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._send(("progress", self._call_id, step, steps))
 
 
 def _stop_if_told(conn: Connection, loading: threading.Event) -> None:

@@ -4,6 +4,7 @@ No `from __future__ import annotations` here: FastAPI must see the request model
 configured limits as a real class in the route's signature, not as a string it cannot resolve.
 """
 
+import asyncio
 import base64
 import logging
 from typing import Any
@@ -24,6 +25,7 @@ from handler.pipeline import (
 from handler.schemas import GenerateRequestBase, check_pixel_budget
 from handler.state import AppState
 from runtime.lifecycle.service import Served
+from runtime.work import Control
 
 log = logging.getLogger("thaw.generate")
 
@@ -96,10 +98,36 @@ async def serve(request: Request, params: GenerationParams) -> Response:
             check_pixel_budget(item, model.default_size, limits)
         return generate_batch(model, batch)
 
-    served = await state.service.run_item(
-        params, batch=generate_within_budget, key=batch_key(params), request_id=request_id
+    control = Control()
+    running = asyncio.ensure_future(
+        state.service.run_item(
+            params,
+            batch=generate_within_budget,
+            key=batch_key(params),
+            request_id=request_id,
+            control=control,
+        )
     )
+    watching = asyncio.ensure_future(_cancel_on_disconnect(request, control))
+    try:
+        served = await running
+    finally:
+        watching.cancel()
     return render(request, served, request_id)
+
+
+async def _cancel_on_disconnect(request: Request, control: Control) -> None:
+    """Cancel the generation when the client goes away: it stops at its next step instead of
+    computing an image nobody will read. The body is read by now, so the next ASGI message is
+    the disconnect (under uvicorn; under Mangum none comes: a Lambda invocation has no
+    client to lose)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            request_id = getattr(request.state, "request_id", None)
+            log.info("client gone: generation canceled", extra={"request_id": request_id})
+            control.cancel()
+            return
 
 
 def build_router(request_model: type[GenerateRequestBase]) -> APIRouter:

@@ -23,6 +23,7 @@ from typing import Any
 
 from runtime.errors import Draining, Overloaded, QueueTimeout
 from runtime.lifecycle.notify import Notifier
+from runtime.work import Control
 
 
 @dataclass(eq=False)
@@ -43,6 +44,7 @@ class Ticket:
     item: Any = None
     rider: bool = False
     outcome: Future[Any] | None = None
+    control: Control | None = None
 
 
 class AdmissionGate:

@@ -33,6 +33,7 @@ from runtime.lifecycle.slot import ModelSlot
 from runtime.lifecycle.states import ProcessState, SlotState
 from runtime.observe.telemetry import Telemetry
 from runtime.settings import PreloadPolicy, Settings
+from runtime.work import Control, Work, running
 
 log = logging.getLogger("thaw.service")
 
@@ -149,13 +150,21 @@ class Service(Generic[M]):
     def new_request_id(self) -> str:
         return f"r{next(self._ids)}"
 
-    async def run(self, work: Callable[[M], R], *, request_id: str | None = None) -> Served[R]:
+    async def run(
+        self,
+        work: Callable[[M], R],
+        *,
+        request_id: str | None = None,
+        control: Control | None = None,
+    ) -> Served[R]:
         """Run `work(model)` in a worker thread under admission and deadlines.
 
         If the drain deadline passes first (`cut_off`), the request is answered `Draining`; a
         thread already running the work finishes unobserved and then releases its place.
         """
-        return await self.run_item(work, batch=_each, key=None, request_id=request_id)
+        return await self.run_item(
+            work, batch=_each, key=None, request_id=request_id, control=control
+        )
 
     async def run_item(
         self,
@@ -164,8 +173,12 @@ class Service(Generic[M]):
         batch: Callable[[M, list[P]], list[R]],
         key: Hashable | None,
         request_id: str | None = None,
+        control: Control | None = None,
     ) -> Served[R]:
         """Run `batch(model, [item])` in a worker thread under admission and deadlines.
+
+        `control` lets the caller cancel the work (it stops at its next step, see runtime.work)
+        and hear its progress.
 
         With `max_batch > 1`, queued items with the same `key` (None: never batched) join the
         call of the one whose turn came, up to `max_batch` items, after waiting up to
@@ -174,7 +187,7 @@ class Service(Generic[M]):
         """
         if self._cut:
             raise Draining("the server is shutting down", retry_after=1)
-        attempt = asyncio.ensure_future(self._run(item, batch, key, request_id))
+        attempt = asyncio.ensure_future(self._run(item, batch, key, request_id, control))
         cut = asyncio.ensure_future(self._cut_signal.wait_for_async(lambda: self._cut, None))
         try:
             await asyncio.wait({attempt, cut}, return_when=asyncio.FIRST_COMPLETED)
@@ -197,12 +210,14 @@ class Service(Generic[M]):
         batch: Callable[[M, list[P]], list[R]],
         key: Hashable | None,
         request_id: str | None,
+        control: Control | None,
     ) -> Served[R]:
         settings = self.settings
         arrived = self._clock.monotonic()
         cold = not self.slot.ready
         ticket = self.gate.reserve(request_id or self.new_request_id())
         ticket.item = item
+        ticket.control = control or Control()
         ticket.batch_key = key if settings.max_batch > 1 else None
         handed_off = False
         try:
@@ -267,7 +282,9 @@ class Service(Generic[M]):
             return OutOfMemory(f"out of memory: {text}", retry_after=self.gate.retry_after())
         return InferenceFailed(f"inference failed: {text}")
 
-    def _execute(self, batch: Callable[[M, list[Any]], list[Any]], items: list[Any]) -> list[Any]:
+    def _execute(
+        self, batch: Callable[[M, list[Any]], list[Any]], items: list[Any], work: Work
+    ) -> list[Any]:
         """In an inference thread: `batch` on the slot's model as it is now. Work whose model
         was lost before the work began on it (its worker died while it queued) runs again on
         the fresh model, which the slot is already loading; work that was running fails."""
@@ -275,7 +292,8 @@ class Service(Generic[M]):
         while True:
             model = self.slot.get(timeout=self.settings.warm_wait_s)
             try:
-                return batch(model, items)
+                with running(work):
+                    return batch(model, items)
             except ModelLost as lost:
                 if lost.started or retries == 0:
                     raise
@@ -316,7 +334,10 @@ class Service(Generic[M]):
                 else:
                     target.set_result((results[index], len(group)))
 
-        future = self._executor.submit(self._execute, batch, [ticket.item for ticket in group])
+        work = Work([ticket.control for ticket in group if ticket.control is not None])
+        future = self._executor.submit(
+            self._execute, batch, [ticket.item for ticket in group], work
+        )
         future.add_done_callback(finished)
         return own
 

@@ -72,3 +72,14 @@ def span(model: Model, seconds: float) -> tuple[float, float]:
     started = time.monotonic()
     time.sleep(seconds)
     return started, time.monotonic()
+
+
+def steps(model: Model, count: int, seconds: float) -> int:
+    """`count` steps of `seconds` each, reported to the work in hand (which may cancel)."""
+    from runtime.work import current
+
+    work = current()
+    for step in range(1, count + 1):
+        time.sleep(seconds)
+        work.step(step, count)
+    return count

@@ -8,7 +8,10 @@ import time
 
 import pytest
 
+from runtime import work as work_in_hand
+from runtime.errors import Canceled
 from runtime.observe.phases import PhaseRecorder
+from runtime.work import Control, Work
 from runtime.worker import WorkerDied, WorkerProcess
 from tests.support.procs import run_python, running
 
@@ -249,3 +252,34 @@ def test_each_load_phase_is_logged_once() -> None:
     )
     started = [line for line in out.splitlines() if "load phase started" in line]
     assert len(started) == 2, out  # import and build, once each
+
+
+def test_progress_crosses_to_the_parent_and_a_cancel_stops_the_call_at_its_next_step() -> None:
+    worker = WorkerProcess("tests.support.worker_model:load")
+    try:
+        worker.wait_loaded(PhaseRecorder())
+        control = Control()
+        seen: list[tuple[int, int]] = []
+        control.listen(lambda step, total: seen.append((step, total)))
+        outcome: list[BaseException | int] = []
+
+        def call() -> None:
+            with work_in_hand.running(Work([control])):
+                try:
+                    outcome.append(worker.call("tests.support.worker_model:steps", 1000, 0.01))
+                except Canceled as exc:
+                    outcome.append(exc)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        while len(seen) < 3:
+            time.sleep(0.01)
+        control.cancel()
+        caller.join(30)
+        (result,) = outcome
+        assert isinstance(result, Canceled)
+        assert seen[:3] == [(1, 1000), (2, 1000), (3, 1000)]
+        assert len(seen) < 1000
+        assert worker.call("tests.support.worker_model:echo", 5)[1] == 5  # the worker lives on
+    finally:
+        worker.close()

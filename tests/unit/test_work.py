@@ -1,0 +1,41 @@
+"""runtime.work: progress reaches every request's control; a batch stops only when all gave up."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from runtime.errors import Canceled
+from runtime.work import Control, Work, current, running
+
+
+def test_progress_reaches_every_control_and_a_batch_stops_only_when_all_cancel() -> None:
+    first, second = Control(), Control()
+    heard: list[tuple[str, int]] = []
+    first.listen(lambda step, _total: heard.append(("first", step)))
+    second.listen(lambda step, _total: heard.append(("second", step)))
+    work = Work([first, second])
+    work.step(1, 10)
+    first.cancel()
+    work.step(2, 10)  # the second request still wants its image
+    second.cancel()
+    with pytest.raises(Canceled, match="step 3 of 10"):
+        work.step(3, 10)
+    assert heard == [("first", 1), ("second", 1), ("first", 2), ("second", 2)] + [
+        ("first", 3),
+        ("second", 3),
+    ]
+
+
+def test_the_work_in_hand_belongs_to_its_thread() -> None:
+    mine = Work([Control()])
+    seen: list[Work] = []
+    with running(mine):
+        assert current() is mine
+        other = threading.Thread(target=lambda: seen.append(current()))
+        other.start()
+        other.join()
+    assert seen[0] is not mine
+    assert current() is not mine
+    current().step(1, 1)  # outside any work: nothing to cancel, nobody to tell
