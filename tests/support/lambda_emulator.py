@@ -5,6 +5,11 @@ next`, `/invocation/{id}/response`, `/invocation/{id}/error`, `/init/error`) and
 freezes the execution environment whenever it has nothing to do: SIGSTOP when INIT ends with no
 event waiting and after each response, SIGCONT before handing out the next event. Threads in the
 process (a background model load) are suspended while frozen, as on Lambda.
+
+SnapStart (`init_type="snap-start"`): the runtime's `GET /restore/next` ends INIT and is the
+"snapshot": the whole process group is frozen there until `restore()` thaws it and answers, as a
+restored microVM resumes inside that call; a failing after-restore hook is reported to
+`POST /restore/error`. A real snapshot can be restored many times; this one resumes once.
 """
 
 from __future__ import annotations
@@ -86,6 +91,13 @@ class RuntimeApiEmulator:
         self.init_error: dict[str, Any] | None = None
         self.init_error_type: str | None = None
         self.init_failed = threading.Event()
+        self.snapshot_taken = threading.Event()
+        self.snapshot_taken_at: float | None = None
+        self.restored_at: float | None = None
+        self._restore = threading.Event()
+        self.restore_error: dict[str, Any] | None = None
+        self.restore_error_type: str | None = None
+        self.restore_failed = threading.Event()
         self.proc: subprocess.Popen[bytes] | None = None
         self.spawned_at = 0.0
         self.log_path = Path(tempfile.mkstemp(prefix="thaw-lambda-", suffix=".log")[1])
@@ -229,7 +241,43 @@ class RuntimeApiEmulator:
         assert self.init_done_at is not None
         return self.init_done_at - self.spawned_at
 
+    def wait_snapshot(self, timeout: float = 120) -> float:
+        """Wait until INIT ends in `restore/next` (the snapshot); return seconds since spawn."""
+        deadline = time.monotonic() + timeout
+        while not self.snapshot_taken.wait(0.05):
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"runtime exited with {self.proc.returncode}:\n{self.log}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no snapshot within {timeout}s:\n{self.log[-3000:]}")
+        assert self.snapshot_taken_at is not None
+        return self.snapshot_taken_at - self.spawned_at
+
+    def restore(self) -> None:
+        """Resume the snapshotted environment: `restore/next` answers and the after-restore
+        hooks run; invokes follow."""
+        if not self.snapshot_taken.is_set():
+            raise RuntimeError("no snapshot to restore: INIT has not reached restore/next")
+        self.restored_at = time.monotonic()
+        self._restore.set()
+
     # -- the Runtime API -------------------------------------------------------------------------
+
+    def _restore_next(self) -> bool:
+        """The runtime is ready for its snapshot: take it (freeze), then wait for `restore()`."""
+        self.snapshot_taken_at = time.monotonic()
+        self.freeze()
+        self.snapshot_taken.set()
+        while not self._restore.wait(0.5):
+            with self._cond:
+                if self._closing:
+                    return False
+        self.thaw()
+        return True
+
+    def _restore_error(self, body: bytes, error_type: str | None) -> None:
+        self.restore_error = json.loads(body or b"{}")
+        self.restore_error_type = error_type
+        self.restore_failed.set()
 
     def _next(self) -> Invocation | None:
         with self._cond:
@@ -287,6 +335,10 @@ class RuntimeApiEmulator:
                 self.wfile.write(body)
 
             def do_GET(self) -> None:
+                if self.path == f"{PREFIX}/restore/next":
+                    if emulator._restore_next():
+                        self._send(200, b"{}")
+                    return
                 if self.path != f"{PREFIX}/invocation/next":
                     self._send(404, b'{"errorMessage":"unknown path"}')
                     return
@@ -310,6 +362,10 @@ class RuntimeApiEmulator:
                 error_type = self.headers.get("Lambda-Runtime-Function-Error-Type")
                 if self.path == f"{PREFIX}/init/error":
                     emulator._init_error(body, error_type)
+                    self._send(202, b'{"status":"OK"}')
+                    return
+                if self.path == f"{PREFIX}/restore/error":
+                    emulator._restore_error(body, error_type)
                     self._send(202, b'{"status":"OK"}')
                     return
                 parts = self.path.removeprefix(f"{PREFIX}/invocation/").split("/")
