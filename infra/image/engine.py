@@ -79,6 +79,11 @@ class Engine:
         value = result.stdout.strip()
         return value if value and value != "<no value>" else None
 
+    def remove_container(self, name: str) -> None:
+        """Remove a container, killing it first if it still runs (no grace period)."""
+        quick = ["--time", "0"] if self.name == "podman" else []  # docker rm -f kills at once
+        self.run("rm", "--force", *quick, name, check=False, timeout=60)
+
     def has_image(self, image: str) -> bool:
         return self.run("image", "inspect", image, check=False).returncode == 0
 

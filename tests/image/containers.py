@@ -164,11 +164,11 @@ class Container:
             )  # fmt: skip
             out = self.engine.run("diff", name).stdout
         finally:
-            self.engine.run("rm", "--force", name, check=False, timeout=60)
+            self.engine.remove_container(name)
         return [line for line in out.splitlines() if line.strip()]
 
     def remove(self) -> None:
-        self.engine.run("rm", "--force", "--time", "0", self.name, check=False, timeout=60)
+        self.engine.remove_container(self.name)
 
 
 def http_env(port: int) -> dict[str, str]:

@@ -51,6 +51,7 @@ class ContainerEnvironment(RuntimeApiEmulator):
         self.engine = engine
         self.image = image
         self.name = f"thaw-lambda-{uuid.uuid4().hex[:10]}"
+        self.stopping = False
 
     def start_container(self, env: dict[str, str]) -> ContainerEnvironment:
         # The image's code lives in /app; Lambda's own task root is /var/task.
@@ -66,6 +67,8 @@ class ContainerEnvironment(RuntimeApiEmulator):
         return self
 
     def freeze(self) -> None:
+        if self.stopping:  # a paused container would not take the signal
+            return
         with self._freeze_lock:
             running = self.proc is not None and self.proc.poll() is None
             if running and not self.frozen and self._pause("pause"):
@@ -83,6 +86,11 @@ class ContainerEnvironment(RuntimeApiEmulator):
 
     def stop(self, grace_s: int = 30) -> tuple[int | None, float]:
         """`docker stop` of the environment: SIGTERM, SIGKILL after the grace period."""
+        # No more freezing (the runtime's next /next would pause it again), then thaw: taking the
+        # lock that /next holds while it freezes orders the two. The runtime then waits in /next
+        # for an event, as it does on Lambda when the environment is shut down.
+        with self._cond:
+            self.stopping = True
         self.thaw()
         began = time.monotonic()
         self.engine.run("stop", "--time", str(grace_s), self.name, check=False, timeout=90)
@@ -116,7 +124,7 @@ def environment(engine: Engine, image: str) -> Iterator[tuple[ContainerEnvironme
         print(environment.log)
         raise
     finally:
-        engine.run("rm", "--force", "--time", "0", environment.name, check=False, timeout=60)
+        engine.remove_container(environment.name)
         environment.close()
 
 
