@@ -4,7 +4,9 @@ Importing this module is Lambda's INIT for the execution environment: it reads t
 once, builds the app with its lifespan off (Mangum would run a lifespan around every invocation,
 mangum#342) and starts the model slot as `AWS_LAMBDA_INITIALIZATION_TYPE` allows: synchronously
 for provisioned concurrency and SnapStart, in the background on demand. Neither torch nor diffusers
-is imported here; the slot's loader thread imports them.
+is imported here; the slot's loader thread imports them. Under SnapStart the hooks of
+runtime.aws.snapstart are registered too: the snapshot holds the loaded model, and each restored
+environment gets its own id, random state (here and in the model's worker) and clocks.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ with startup_collector(os.environ):
 
     from handler.app import build_service, create_app
     from handler.config import Config
+    from handler.snapstart import PipelineProcess
     from runtime.aws.adapter import LambdaAdapter
     from runtime.aws.emf import EmfWriter
     from runtime.aws.events import InitType
+    from runtime.aws.snapstart import SnapStartHooks
     from runtime.aws.warmup import Warmer
     from runtime.observe.logs import configure_logging
 
@@ -40,8 +44,9 @@ MODEL_PATHS = ("/generate",)
 ENVIRONMENT_ID = uuid.uuid4().hex[:12]
 
 
-def build_adapter(config: Config) -> LambdaAdapter:
-    """The app behind Mangum, inside the adapter that owns INIT, warm-ups and deadlines."""
+def build_adapter(config: Config) -> tuple[LambdaAdapter, SnapStartHooks]:
+    """The app behind Mangum, inside the adapter that owns INIT, warm-ups and deadlines, and the
+    SnapStart hooks for that adapter (registered only when INIT is a SnapStart one)."""
     settings = config.runtime
     # The adapter waits for the model within the invocation's remaining time before the app
     # sees the request, so the app itself must not wait again past Lambda's deadline: its
@@ -50,7 +55,7 @@ def build_adapter(config: Config) -> LambdaAdapter:
         dataclasses.replace(config, runtime=dataclasses.replace(settings, warm_wait_s=0.0))
     )
     app = create_app(config, service, lifespan=False)
-    return LambdaAdapter(
+    adapter = LambdaAdapter(
         service.slot,
         Mangum(app, lifespan="off"),
         Warmer(service.slot, ENVIRONMENT_ID, hold_s=settings.warmup_hold_s),
@@ -60,11 +65,13 @@ def build_adapter(config: Config) -> LambdaAdapter:
         model_paths=MODEL_PATHS,
         metrics=EmfWriter(namespace=settings.metrics_namespace) if settings.emf else None,
     )
+    return adapter, SnapStartHooks(adapter, service, PipelineProcess())
 
 
 CONFIG = Config.from_env(os.environ)
 configure_logging(CONFIG.runtime.log_level)
-handler = build_adapter(CONFIG)
-handler.init(
-    InitType.parse(os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE")), CONFIG.runtime.preload
-)
+INIT_TYPE = InitType.parse(os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE"))
+handler, SNAPSTART = build_adapter(CONFIG)
+handler.init(INIT_TYPE, CONFIG.runtime.preload)
+if INIT_TYPE is InitType.SNAP_START:
+    SNAPSTART.register()  # awslambdaric runs the hooks after this import ends

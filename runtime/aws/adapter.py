@@ -77,6 +77,7 @@ class LambdaAdapter:
         self.metrics = metrics
         self._invocations = 0
         self._load_reported = False
+        self._restore_s: float | None = None
 
     def init(self, init_type: InitType, policy: PreloadPolicy) -> None:
         """Start the model once per execution environment, as the INIT type allows.
@@ -95,6 +96,13 @@ class LambdaAdapter:
             return
         self.slot.start()
         log.info("lambda init: loading in the background", extra={"init_type": init_type.value})
+
+    def restored(self, seconds: float) -> None:
+        """This environment was restored from a SnapStart snapshot (runtime.aws.snapstart): its
+        first invocation is its cold start, and its metrics report the restore, not INIT's load."""
+        self._invocations = 0
+        self._load_reported = False
+        self._restore_s = seconds
 
     def budget_s(self, context: LambdaContext) -> float:
         """Seconds this invocation may still wait: the remaining time less the safety margin."""
@@ -185,10 +193,17 @@ class LambdaAdapter:
         )
 
     def _report_load(self) -> None:
-        """Once per environment, after the load: its duration and each phase's."""
+        """Once per environment, after the load: its duration and each phase's (for an
+        environment restored from a snapshot: the restore's duration)."""
         if self._load_reported or self.metrics is None or not self.slot.ready:
             return
         self._load_reported = True
+        if self._restore_s is not None:
+            self.metrics.emit(
+                [Metric("RestoreTime", round(self._restore_s, 4), SECONDS)],
+                properties={"init_type": "snap-start", "restored": True},
+            )
+            return
         snapshot = self.slot.snapshot()
         metrics = [Metric("LoadTime", round(snapshot.load_seconds or 0.0, 4), SECONDS)]
         for phase in snapshot.phases:

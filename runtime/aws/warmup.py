@@ -183,6 +183,16 @@ class Warmer:
                 self._invoker = self._invoker_factory()
             return self._invoker
 
+    def close_clients(self) -> None:
+        """Drop the Lambda client (and its connection pool): before a SnapStart snapshot, so no
+        restored environment inherits INIT's connections or credentials. The next fan-out makes
+        a new one."""
+        with self._lock:
+            invoker, self._invoker = self._invoker, None
+        close = getattr(invoker, "close", None)
+        if callable(close):
+            close()
+
     def handle(
         self,
         request: WarmupRequest,
