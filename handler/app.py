@@ -16,9 +16,11 @@ from handler import errors
 from handler.config import Config
 from handler.middleware import BodyLimit, RequestContext
 from handler.pipeline import PIPELINE, LoadedPipeline, choose_loader, release_pipeline
-from handler.routes import generate, metrics, probes
+from handler.routes import generate, jobs, metrics, probes
 from handler.schemas import request_model
 from handler.state import AppState
+from runtime.jobs.runner import Jobs
+from runtime.jobs.store import LocalJobStore
 from runtime.lifecycle.service import Service
 from runtime.lifecycle.slot import ModelSlot, RetryPolicy
 from runtime.observe.logs import redact_queries
@@ -66,10 +68,18 @@ def create_app(
         **kwargs,
     )
     model = request_model(config.limits)
-    app.state.thaw = AppState(config=config, service=service, request_model=model)
+    settings = config.runtime
+    job_store = LocalJobStore(settings.jobs_dir or settings.cache_dir / "jobs")
+    app.state.thaw = AppState(
+        config=config,
+        service=service,
+        request_model=model,
+        jobs=Jobs(service, job_store, ttl_s=settings.job_ttl_s),
+    )
     app.include_router(probes.router)
     app.include_router(metrics.router)
     app.include_router(generate.build_router(model))
+    app.include_router(jobs.build_router(model))
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=config.server.max_body_bytes)
     app.add_middleware(RequestContext, telemetry=service.telemetry)  # outermost: sees every answer

@@ -14,7 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from handler.jobs_view import JobNotReady, JobsUnavailable
 from runtime import errors
+from runtime.jobs.runner import JobConflict, JobNotFound
 
 log = logging.getLogger("thaw.http")
 
@@ -31,6 +33,10 @@ STATUS: dict[type[errors.ThawError], int] = {
     errors.OutOfMemory: 503,
     errors.InferenceFailed: 500,
     errors.Canceled: 409,
+    JobConflict: 409,
+    JobNotFound: 404,
+    JobsUnavailable: 501,
+    JobNotReady: 409,
     errors.DeadlineExceeded: 504,
 }
 

@@ -319,8 +319,9 @@ def _step_reports(pipe: Any, steps: int) -> dict[str, Any]:
         return {}
     work = current_work()
 
-    def on_step_end(_pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> Any:
-        work.step(step + 1, steps)
+    def on_step_end(pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> Any:
+        # The scheduler may run more timesteps than steps asked for (PNDM's warm-up steps).
+        work.step(step + 1, getattr(pipe, "num_timesteps", None) or steps)
         return tensors
 
     return {"callback_on_step_end": on_step_end}

@@ -8,8 +8,9 @@ from typing import Any
 from fastapi import Request
 
 from handler.config import Config
-from handler.pipeline import LoadedPipeline
+from handler.pipeline import GenerationParams, LoadedPipeline
 from handler.schemas import GenerateRequestBase
+from runtime.jobs.runner import Jobs
 from runtime.lifecycle.service import Service
 
 # What `/health` shows a caller without the key when THAW_API_KEY is set: the state and its
@@ -40,6 +41,7 @@ class AppState:
     config: Config
     service: Service[LoadedPipeline]
     request_model: type[GenerateRequestBase]
+    jobs: Jobs[GenerationParams]
 
     @classmethod
     def of(cls, request: Request) -> AppState:

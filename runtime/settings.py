@@ -198,6 +198,8 @@ class Settings:
     emf: bool = True
     worker: WorkerMode = WorkerMode.PROCESS
     metrics_namespace: str = "thaw"
+    job_ttl_s: float = 86_400.0
+    jobs_dir: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -254,6 +256,8 @@ class Settings:
             emf=env.flag("EMF", True),
             worker=_worker(env),
             metrics_namespace=env.string("METRICS_NAMESPACE", "thaw"),
+            job_ttl_s=env.number("JOB_TTL_S", 86_400.0, minimum=1.0),
+            jobs_dir=Path(jobs_dir) if (jobs_dir := env.optional("JOBS_DIR")) else None,
         )
 
     def retry_policy_args(self) -> dict[str, float | int | None]:

@@ -27,6 +27,7 @@ class Control:
         self._canceled = threading.Event()
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
+        self._starters: list[Callable[[], None]] = []
 
     def cancel(self) -> None:
         self._canceled.set()
@@ -38,6 +39,17 @@ class Control:
     def listen(self, listener: Listener) -> None:
         with self._lock:
             self._listeners.append(listener)
+
+    def on_start(self, starter: Callable[[], None]) -> None:
+        """Call `starter()` when the work begins on the model (it left the queue)."""
+        with self._lock:
+            self._starters.append(starter)
+
+    def begin(self) -> None:
+        with self._lock:
+            starters = list(self._starters)
+        for starter in starters:
+            starter()
 
     def report(self, step: int, steps: int) -> None:
         with self._lock:
@@ -61,6 +73,11 @@ class Work:
         if self._extra_canceled is not None and self._extra_canceled():
             return True
         return bool(self._controls) and all(control.canceled for control in self._controls)
+
+    def begin(self) -> None:
+        """The work starts on the model: tell every request."""
+        for control in self._controls:
+            control.begin()
 
     def report(self, step: int, steps: int) -> None:
         """Tell every request that `step` of `steps` is done."""

@@ -7,6 +7,7 @@ configured limits as a real class in the route's signature, not as a string it c
 import asyncio
 import base64
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from handler.auth import require_api_key
+from handler.jobs_view import JobsUnavailable, job_view
 from handler.pipeline import (
     GeneratedImage,
     GenerationParams,
@@ -83,21 +85,9 @@ async def serve(request: Request, params: GenerationParams) -> Response:
     if state.config.pipeline.log_prompts:
         log.info("prompt", extra={"request_id": request_id, "prompt": params.prompt})
 
-    limits = state.config.limits
-    loaded = state.service.slot.peek()
-    if loaded is not None:  # refuse before queueing when the model's default size is known
-        check_pixel_budget(params, loaded.default_size, limits)
-
-    def generate_within_budget(
-        model: LoadedPipeline, batch: list[GenerationParams]
-    ) -> list[GeneratedImage]:
-        # The model may have loaded (or been replaced) while this request waited: check the
-        # budget against the one that runs it. A batch shares one size (`batch_key`), so the
-        # check refuses all of it or none.
-        for item in batch:
-            check_pixel_budget(item, model.default_size, limits)
-        return generate_batch(model, batch)
-
+    generate_within_budget = budgeted(state, params)
+    if prefers_async(request):
+        return submit_job(request, params, job_id=None)
     control = Control()
     running = asyncio.ensure_future(
         state.service.run_item(
@@ -114,6 +104,69 @@ async def serve(request: Request, params: GenerationParams) -> Response:
     finally:
         watching.cancel()
     return render(request, served, request_id)
+
+
+def budgeted(
+    state: AppState, params: GenerationParams
+) -> Callable[[LoadedPipeline, list[GenerationParams]], list[GeneratedImage]]:
+    """The batch function for this request: the pixel budget checked (before queueing when the
+    model's default size is known, and again against the model that runs it), then generate."""
+    limits = state.config.limits
+    loaded = state.service.slot.peek()
+    if loaded is not None:  # refuse before queueing when the model's default size is known
+        check_pixel_budget(params, loaded.default_size, limits)
+
+    def generate_within_budget(
+        model: LoadedPipeline, batch: list[GenerationParams]
+    ) -> list[GeneratedImage]:
+        # The model may have loaded (or been replaced) while this request waited: check the
+        # budget against the one that runs it. A batch shares one size (`batch_key`), so the
+        # check refuses all of it or none.
+        for item in batch:
+            check_pixel_budget(item, model.default_size, limits)
+        return generate_batch(model, batch)
+
+    return generate_within_budget
+
+
+def prefers_async(request: Request) -> bool:
+    """`Prefer: respond-async` (RFC 7240): answer 202 with a job instead of waiting."""
+    prefer = ",".join(request.headers.getlist("prefer")).lower()
+    return any(part.strip().split(";")[0] == "respond-async" for part in prefer.split(","))
+
+
+def submit_job(request: Request, params: GenerationParams, *, job_id: str | None) -> Response:
+    """Accept `params` as a job: 202 with the job, `Location` and `Retry-After` (200 with the
+    existing job when an idempotent PUT repeats itself)."""
+    state = AppState.of(request)
+    if state.config.runtime.on_lambda:
+        raise JobsUnavailable("asynchronous jobs are not available on Lambda yet")
+    job, created = state.jobs.submit(
+        params,
+        job_request(params),
+        batch=budgeted(state, params),
+        key=batch_key(params),
+        encode=encode_image,
+        job_id=job_id,
+    )
+    headers = {"Location": f"/jobs/{job.id}", "Retry-After": "1"}
+    return JSONResponse(job_view(job), status_code=202 if created else 200, headers=headers)
+
+
+def job_request(params: GenerationParams) -> dict[str, Any]:
+    return {
+        "prompt": params.prompt,
+        "negative_prompt": params.negative_prompt,
+        "num_inference_steps": params.steps,
+        "guidance_scale": params.guidance,
+        "width": params.width,
+        "height": params.height,
+        "seed": params.seed,
+    }
+
+
+def encode_image(images: GeneratedImage) -> tuple[bytes, dict[str, Any]]:
+    return images.png, {"seed": images.seed, "width": images.width, "height": images.height}
 
 
 async def _cancel_on_disconnect(request: Request, control: Control) -> None:

@@ -150,6 +150,12 @@ class Service(Generic[M]):
     def new_request_id(self) -> str:
         return f"r{next(self._ids)}"
 
+    def reserve(self, request_id: str | None = None) -> Ticket:
+        """Take a place now (or raise `Overloaded` / `Draining`) for work that runs later."""
+        if self._cut:
+            raise Draining("the server is shutting down", retry_after=1)
+        return self.gate.reserve(request_id or self.new_request_id())
+
     async def run(
         self,
         work: Callable[[M], R],
@@ -174,8 +180,12 @@ class Service(Generic[M]):
         key: Hashable | None,
         request_id: str | None = None,
         control: Control | None = None,
+        ticket: Ticket | None = None,
     ) -> Served[R]:
         """Run `batch(model, [item])` in a worker thread under admission and deadlines.
+
+        `ticket` is a place taken earlier with `reserve` (an asynchronous job answers 429 or 202
+        at submission, then runs); without it the place is taken now.
 
         `control` lets the caller cancel the work (it stops at its next step, see runtime.work)
         and hear its progress.
@@ -186,8 +196,10 @@ class Service(Generic[M]):
         per item, in order. Answered `Draining` once the drain deadline passes (`cut_off`).
         """
         if self._cut:
+            if ticket is not None:
+                self.gate.release(ticket)
             raise Draining("the server is shutting down", retry_after=1)
-        attempt = asyncio.ensure_future(self._run(item, batch, key, request_id, control))
+        attempt = asyncio.ensure_future(self._run(item, batch, key, request_id, control, ticket))
         cut = asyncio.ensure_future(self._cut_signal.wait_for_async(lambda: self._cut, None))
         try:
             await asyncio.wait({attempt, cut}, return_when=asyncio.FIRST_COMPLETED)
@@ -211,11 +223,12 @@ class Service(Generic[M]):
         key: Hashable | None,
         request_id: str | None,
         control: Control | None,
+        reserved: Ticket | None,
     ) -> Served[R]:
         settings = self.settings
         arrived = self._clock.monotonic()
         cold = not self.slot.ready
-        ticket = self.gate.reserve(request_id or self.new_request_id())
+        ticket = reserved or self.reserve(request_id)
         ticket.item = item
         ticket.control = control or Control()
         ticket.batch_key = key if settings.max_batch > 1 else None
@@ -289,6 +302,7 @@ class Service(Generic[M]):
         was lost before the work began on it (its worker died while it queued) runs again on
         the fresh model, which the slot is already loading; work that was running fails."""
         retries = LOST_RETRIES
+        work.begin()
         while True:
             model = self.slot.get(timeout=self.settings.warm_wait_s)
             try:

@@ -22,6 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "lifecycle": BASE | {"observe", "lifecycle"},
     "worker": BASE | {"observe"},
     "aws": BASE | {"observe", "lifecycle", "aws"},
+    "jobs": BASE | {"observe", "lifecycle", "jobs"},
     "cli": BASE | {"observe", "weights"},
 }
 ROOM_OF_TOP_MODULE = {"worker": "worker", "__main__": "cli"}

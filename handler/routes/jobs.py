@@ -1,0 +1,92 @@
+"""`/jobs`: asynchronous generation. Submit (`POST /jobs`, an idempotent `PUT /jobs/{id}`, or
+`POST /generate` with `Prefer: respond-async`), poll, stream progress as Server-Sent Events,
+fetch the image, cancel.
+
+No `from __future__ import annotations` here: FastAPI must see the request model built from the
+configured limits as a real class in the route's signature.
+"""
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from handler.auth import require_api_key
+from handler.jobs_view import JobNotReady, job_view
+from handler.routes.generate import submit_job
+from handler.schemas import GenerateRequestBase
+from handler.state import AppState
+from runtime.errors import InvalidRequest
+from runtime.jobs.store import ID_PATTERN, JobStatus
+
+
+def build_router(request_model: type[GenerateRequestBase]) -> APIRouter:
+    router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
+
+    @router.post("/jobs", status_code=202)
+    async def submit(request: Request, body: request_model) -> Response:  # type: ignore[valid-type]
+        """Submit a generation; 202 with the job, `Location` and `Retry-After`."""
+        params = body.to_params(AppState.of(request).config.limits)  # type: ignore[attr-defined]
+        return submit_job(request, params, job_id=None)
+
+    @router.put("/jobs/{job_id}", status_code=202)
+    async def submit_as(request: Request, job_id: str, body: request_model) -> Response:  # type: ignore[valid-type]
+        """Submit under an id the client chose: the same body again returns the same job (200);
+        another body under that id is a 409. Give a `seed` to make a retry the same request."""
+        if not ID_PATTERN.fullmatch(job_id):
+            raise InvalidRequest(
+                f"job id {job_id[:140]!r}: use 1-128 letters, digits and _.:-", field="job_id"
+            )
+        params = body.to_params(AppState.of(request).config.limits)  # type: ignore[attr-defined]
+        return submit_job(request, params, job_id=job_id)
+
+    @router.get("/jobs/{job_id}")
+    async def status(request: Request, job_id: str) -> dict[str, Any]:
+        """The job: status, progress with an ETA, timings, the error, links."""
+        return job_view(AppState.of(request).jobs.require(job_id))
+
+    @router.get("/jobs/{job_id}/image", response_class=Response)
+    async def image(request: Request, job_id: str) -> Response:
+        """The PNG of a succeeded job."""
+        jobs = AppState.of(request).jobs
+        png = jobs.image(job_id)
+        if png is None:
+            job = jobs.require(job_id)
+            retry = None if job.status.final else 1.0
+            raise JobNotReady(f"job {job_id} is {job.status.value}: no image", retry_after=retry)
+        return Response(png, media_type="image/png")
+
+    @router.get("/jobs/{job_id}/events")
+    async def events(request: Request, job_id: str) -> StreamingResponse:
+        """Server-Sent Events: the job now, then each change (state, every step) until it is
+        final. Closing the stream does not cancel the job."""
+        jobs = AppState.of(request).jobs
+        jobs.require(job_id)  # a 404 before the stream starts
+
+        async def stream() -> AsyncIterator[str]:
+            async for job in jobs.events(job_id):
+                if job is None:
+                    yield ": still there\n\n"
+                    continue
+                kind = "progress" if job.status is JobStatus.RUNNING and job.step else "status"
+                yield f"event: {kind}\ndata: {json.dumps(job_view(job))}\n\n"
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @router.delete("/jobs/{job_id}")
+    async def cancel(request: Request, job_id: str) -> JSONResponse:
+        """Cancel: a queued job leaves the queue; a running one stops at its next step."""
+        return JSONResponse(job_view(AppState.of(request).jobs.cancel(job_id)))
+
+    @router.post("/jobs/{job_id}/cancel")
+    async def cancel_post(request: Request, job_id: str) -> JSONResponse:
+        """The same as `DELETE /jobs/{id}`."""
+        return JSONResponse(job_view(AppState.of(request).jobs.cancel(job_id)))
+
+    return router
