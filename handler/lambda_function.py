@@ -28,12 +28,14 @@ with startup_collector(os.environ):
 
     from handler.app import build_service, create_app
     from handler.config import Config
+    from handler.pipeline import LoadedPipeline
     from handler.snapstart import PipelineProcess
     from runtime.aws.adapter import LambdaAdapter
     from runtime.aws.emf import EmfWriter
     from runtime.aws.events import InitType
     from runtime.aws.snapstart import SnapStartHooks
     from runtime.aws.warmup import Warmer
+    from runtime.lifecycle.service import Service
     from runtime.observe.logs import configure_logging
 
 # The paths whose answer needs the model: on Lambda only these wait for a loading model (within the
@@ -44,18 +46,21 @@ MODEL_PATHS = ("/generate",)
 ENVIRONMENT_ID = uuid.uuid4().hex[:12]
 
 
-def build_adapter(config: Config) -> tuple[LambdaAdapter, SnapStartHooks]:
-    """The app behind Mangum, inside the adapter that owns INIT, warm-ups and deadlines, and the
-    SnapStart hooks for that adapter (registered only when INIT is a SnapStart one)."""
+def build_lambda_service(config: Config) -> Service[LoadedPipeline]:
+    """The service, bound to the process-wide slot, as the adapter drives it.
+
+    The adapter waits for the model within the invocation's remaining time before the app sees
+    the request, so the app itself must not wait again past Lambda's deadline: its warm wait is
+    zero and a model still loading is its clean 503."""
+    settings = dataclasses.replace(config.runtime, warm_wait_s=0.0)
+    return build_service(dataclasses.replace(config, runtime=settings))
+
+
+def build_adapter(config: Config, service: Service[LoadedPipeline]) -> LambdaAdapter:
+    """The app behind Mangum, inside the adapter that owns INIT, warm-ups and deadlines."""
     settings = config.runtime
-    # The adapter waits for the model within the invocation's remaining time before the app
-    # sees the request, so the app itself must not wait again past Lambda's deadline: its
-    # warm wait is zero and a model still loading is its clean 503.
-    service = build_service(
-        dataclasses.replace(config, runtime=dataclasses.replace(settings, warm_wait_s=0.0))
-    )
     app = create_app(config, service, lifespan=False)
-    adapter = LambdaAdapter(
+    return LambdaAdapter(
         service.slot,
         Mangum(app, lifespan="off"),
         Warmer(service.slot, ENVIRONMENT_ID, hold_s=settings.warmup_hold_s),
@@ -65,13 +70,16 @@ def build_adapter(config: Config) -> tuple[LambdaAdapter, SnapStartHooks]:
         model_paths=MODEL_PATHS,
         metrics=EmfWriter(namespace=settings.metrics_namespace) if settings.emf else None,
     )
-    return adapter, SnapStartHooks(adapter, service, PipelineProcess())
 
 
 CONFIG = Config.from_env(os.environ)
 configure_logging(CONFIG.runtime.log_level)
 INIT_TYPE = InitType.parse(os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE"))
-handler, SNAPSTART = build_adapter(CONFIG)
+SERVICE = build_lambda_service(CONFIG)
+handler = build_adapter(CONFIG, SERVICE)
 handler.init(INIT_TYPE, CONFIG.runtime.preload)
+# Under SnapStart the snapshot is taken after this import ends: awslambdaric runs these hooks
+# before it, and after each restore.
+SNAPSTART = SnapStartHooks(handler, SERVICE, PipelineProcess())
 if INIT_TYPE is InitType.SNAP_START:
-    SNAPSTART.register()  # awslambdaric runs the hooks after this import ends
+    SNAPSTART.register()

@@ -302,3 +302,80 @@ def test_the_entry_script_as_init_passes_sigterm_on_and_exits_as_the_child_did()
     assert done.wait(10) == 3
     assert done.stdout is not None
     done.stdout.close()
+
+
+# -- SnapStart: the parameter and the combinations the template refuses ----------------------------
+
+
+def _evaluate(expression: Any, parameters: dict[str, str]) -> Any:
+    """The condition functions CloudFormation's `Rules` use, over string parameter values."""
+    if isinstance(expression, dict):
+        [(name, value)] = expression.items()
+        if name == "Ref":
+            return parameters[value]
+        args = [_evaluate(arg, parameters) for arg in value]
+        if name == "Fn::Equals":
+            return str(args[0]) == str(args[1])
+        if name == "Fn::Not":
+            return not args[0]
+        if name == "Fn::And":
+            return all(args)
+        if name == "Fn::Or":
+            return any(args)
+        if name == "Fn::Contains":
+            return str(args[1]) in [str(item) for item in args[0]]
+        raise AssertionError(f"unexpected rule function {name}")
+    return expression
+
+
+def refused(**chosen: str) -> list[str]:
+    """The `AssertDescription`s of every rule the chosen parameters break (defaults elsewhere)."""
+    template = cfn_yaml.load(str(TEMPLATE))
+    parameters = {
+        name: str(spec.get("Default", "")) for name, spec in template["Parameters"].items()
+    }
+    parameters.update(chosen)
+    broken = []
+    for rule in template.get("Rules", {}).values():
+        if "RuleCondition" in rule and not _evaluate(rule["RuleCondition"], parameters):
+            continue
+        for assertion in rule["Assertions"]:
+            if not _evaluate(assertion["Assert"], parameters):
+                broken.append(assertion["AssertDescription"])
+    return broken
+
+
+def test_snapstart_is_off_by_default_and_applies_to_published_versions() -> None:
+    template = cfn_yaml.load(str(TEMPLATE))
+    parameter = template["Parameters"]["SnapStart"]
+    assert parameter["Default"] == "None"
+    assert parameter["AllowedValues"] == ["None", "PublishedVersions"]
+    condition, when_on, otherwise = function()["Properties"]["SnapStart"]["Fn::If"]
+    assert template["Conditions"][condition] == {
+        "Fn::Equals": [{"Ref": "SnapStart"}, "PublishedVersions"]
+    }
+    assert when_on == {"ApplyOn": "PublishedVersions"}
+    assert otherwise == {"Ref": "AWS::NoValue"}
+    assert refused() == []
+
+
+def test_snapstart_is_refused_with_provisioned_concurrency() -> None:
+    assert refused(SnapStart="PublishedVersions", EphemeralStorage="512") == []
+    [message] = refused(
+        SnapStart="PublishedVersions", EphemeralStorage="512", ProvisionedConcurrency="2"
+    )
+    assert "provisioned concurrency" in message
+    assert refused(ProvisionedConcurrency="2") == []
+
+
+def test_snapstart_is_refused_with_more_than_512_mb_of_ephemeral_storage() -> None:
+    [message] = refused(SnapStart="PublishedVersions")  # the default /tmp is 4096 MB
+    assert "512" in message
+    assert refused(SnapStart="PublishedVersions", EphemeralStorage="512") == []
+
+
+def test_under_snapstart_the_snapshot_holds_a_warmed_model() -> None:
+    variables = function()["Properties"]["Environment"]["Variables"]
+    condition, on, off = variables["THAW_WARM_INFERENCE"]["Fn::If"]
+    assert condition == "HasSnapStart"
+    assert (on, off) == ("1", "0")
