@@ -9,6 +9,7 @@
 #
 # Layers are ordered for rebuilds (docs/image.md): the requirements (1.3 GB) change least, then
 # the baked weights, then the code (under 1 MB), so a code change rebuilds one small layer.
+# Stages: venv (requirements) -> weights (the model, from the venv) | app (the code) -> the image.
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
@@ -27,7 +28,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY requirements.txt /tmp/requirements.txt
+COPY requirements.txt /opt/venv/requirements.txt
 # torch alone from the variant's index (--no-deps: that index need hold nothing else); then the
 # rest, torch's own dependencies included, from PIP_INDEX_URL.
 # Lambda's filesystem is read-only: an uncompiled import would be compiled again at every cold
@@ -35,7 +36,7 @@ COPY requirements.txt /tmp/requirements.txt
 # torch 2.13 ships one test helper in Python 3.12 syntax, which 3.11 cannot compile and nothing
 # imports: that one file is skipped.
 RUN pip install --no-deps --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
-    && pip install -r /tmp/requirements.txt awslambdaric==4.2.2 \
+    && pip install -r /opt/venv/requirements.txt awslambdaric==4.2.2 \
     && python -m compileall -q -j 0 --invalidation-mode unchecked-hash \
         -x '/site-packages/torch/testing/_internal/py312_intrinsics\.py$' /opt/venv
 
@@ -57,8 +58,10 @@ COPY infra/docker/ infra/docker/
 COPY infra/scripts/ infra/scripts/
 RUN python -m compileall -q -j 0 --invalidation-mode unchecked-hash /app
 
-# -- the image -----------------------------------------------------------------------------------
-FROM ${PYTHON_IMAGE}
+# -- the image: the venv stage's layers, then the weights, then the code --------------------------
+# Built on the venv stage rather than copying /opt/venv into a fresh base: the 1.3 GB layer is the
+# same one, and a rebuild never copies it again (nor hashes it to find a COPY in the cache).
+FROM venv
 LABEL org.opencontainers.image.title="thaw" \
       org.opencontainers.image.description="A diffusers text-to-image model for scale-to-zero platforms"
 # Lambda runs the image as its own user whatever USER says; elsewhere run as a plain user. Both
@@ -68,7 +71,6 @@ RUN groupadd --system --gid 10001 thaw \
     && useradd --system --uid 10001 --gid thaw --home-dir /app --shell /usr/sbin/nologin thaw \
     && python -m compileall -q -j 0 --invalidation-mode unchecked-hash \
         "$(python -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')"
-COPY --from=venv /opt/venv /opt/venv
 COPY --from=weights /opt/thaw/model /opt/thaw/model
 COPY --from=app /app /app
 # The log stream is JSON lines; transformers writes plain text of its own: warnings through its

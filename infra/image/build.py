@@ -120,12 +120,18 @@ def mirror_requirements(version: str, variant: str) -> None:
     """Every wheel the image installs, fetched into build/wheels/files by this machine's pip (its
     configuration: certificates, find-links, local indexes), and a PEP 503 index over them."""
     files = WHEELS / "files"
+    wanted = [f"torch=={version}", lambda_client()]
+    stamp = WHEELS / ".inputs"
+    inputs = hashlib.sha256(
+        (ROOT / "requirements.txt").read_bytes() + " ".join([variant, *wanted]).encode()
+    ).hexdigest()
+    if stamp.exists() and stamp.read_text() == inputs:
+        return  # the same requirements were mirrored before: pip's resolution takes 10 s
     files.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
             sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-            "-d", str(files), "-r", str(ROOT / "requirements.txt"),
-            f"torch=={version}", lambda_client(),
+            "-d", str(files), "-r", str(ROOT / "requirements.txt"), *wanted,
         ],
         check=True,
     )  # fmt: skip
@@ -150,6 +156,7 @@ def mirror_requirements(version: str, variant: str) -> None:
         page.write_text(f"<!DOCTYPE html><html><body>\n{links}</body></html>\n")
     listing = "".join(f'<a href="{n}/">{n}</a>\n' for n in sorted(by_project))
     (simple / "index.html").write_text(f"<!DOCTYPE html><html><body>\n{listing}</body></html>\n")
+    stamp.write_text(inputs)
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
