@@ -128,6 +128,7 @@ def test_a_restored_environment_serves_without_a_load_with_its_own_identity(
         assert report["loads_completed"] == 1
         assert report["load_attempts"] == 1
         assert [phase["name"] for phase in report["phases"]] == ["restore"]
+        assert emulator.restored_at is not None
         assert report["uptime_s"] < emulator.restored_at - emulator.spawned_at
         assert log.count('"model load started"') == 1
         metrics = [

@@ -14,18 +14,20 @@ from snapshot_restore_py import register_after_restore, register_before_snapshot
 print("test handler: init", flush=True)
 
 
-@register_before_snapshot
 def _before() -> None:
     print("test handler: before snapshot", flush=True)
     if os.environ.get("THAW_TEST_HOOK_FAILS") == "before":
         raise RuntimeError("the before-snapshot hook failed on purpose")
 
 
-@register_after_restore
 def _after() -> None:
     print("test handler: after restore", flush=True)
     if os.environ.get("THAW_TEST_HOOK_FAILS") == "after":
         raise RuntimeError("the after-restore hook failed on purpose")
+
+
+register_before_snapshot(_before)
+register_after_restore(_after)
 
 
 def handler(event: Any, context: Any) -> Any:
