@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,15 @@ class LoadedPipeline:
         """The slot hears here when the pipeline dies with its worker process."""
         if isinstance(self.pipe, WorkerProcess):
             self.pipe.when_lost(callback)
+
+    def exited(self) -> str | None:
+        """Why the worker process is gone, found at once; None while it runs (or inline)."""
+        return self.pipe.exited() if isinstance(self.pipe, WorkerProcess) else None
+
+    @property
+    def stoppable(self) -> bool:
+        """A pipeline in a worker process can be stopped (killed) when it hangs."""
+        return isinstance(self.pipe, WorkerProcess)
 
     def summary(self) -> dict[str, Any]:
         """What a worker process reports to its parent about the pipeline it loaded."""
@@ -281,7 +291,9 @@ def generate_batch(loaded: LoadedPipeline, batch: list[GenerationParams]) -> lis
     generators = [torch.Generator("cpu").manual_seed(params.seed) for params in batch]
     negative = [params.negative_prompt for params in batch]
     pipe = own_view(loaded.pipe)
-    with torch.inference_mode():
+    # A pipeline without a view of its own (a custom loader's wrapper) shares one scheduler
+    # between calls: one call at a time on it.
+    with SHARED_PIPELINE_CALLS if pipe is loaded.pipe else nullcontext(), torch.inference_mode():
         result = pipe(
             prompt=[params.prompt for params in batch],
             # diffusers reads no negative prompt as "" for every item of a batch.
@@ -310,6 +322,10 @@ def generate_batch(loaded: LoadedPipeline, batch: list[GenerationParams]) -> lis
             )
         )
     return images
+
+
+SHARED_PIPELINE_CALLS = threading.Lock()
+"""Held by calls on a pipeline that `own_view` cannot give a scheduler of its own."""
 
 
 def _step_reports(pipe: Any, steps: int) -> dict[str, Any]:

@@ -18,9 +18,11 @@ closes, whatever the server is doing: it records the exit status or signal, tell
 in flight with `WorkerDied`, whose `started` says whether the child had begun that call (only
 those could have been the cause; the others may run again on the next worker). The child, in
 turn, leaves at once when its parent is gone: its main thread always reads the socket, and the
-socket's end is the parent's death, however the parent died. (`PR_SET_PDEATHSIG` is not used: it
-fires when the parent *thread* that spawned the child ends, and workers are spawned from load
-threads that end right after the load.)
+socket's end is the parent's death, however the parent died. A child that cannot read (stopped,
+or wedged in a native call that holds its GIL) is ended by the kernel instead: on Linux it asks
+for SIGKILL when its parent dies (`PR_SET_PDEATHSIG`). That signal follows the parent *thread*
+that spawned the child, so every worker is spawned from one thread that lives as long as the
+process (`_SPAWNER`), never from a load thread that ends after the load.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -84,13 +87,22 @@ class WorkerProcess:
     def __init__(self, load_ref: str, *, env: Mapping[str, str] | None = None) -> None:
         self.started_at = time.monotonic()
         parent, child = socket.socketpair()
+        command = [
+            sys.executable,
+            "-m",
+            "runtime.worker",
+            str(child.fileno()),
+            load_ref,
+            str(os.getpid()),
+        ]
         try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "runtime.worker", str(child.fileno()), load_ref],
+            self._proc = _SPAWNER.submit(
+                subprocess.Popen,
+                command,
                 pass_fds=(child.fileno(),),
                 env=dict(os.environ if env is None else env),
                 stdin=subprocess.DEVNULL,
-            )
+            ).result()
         finally:
             child.close()
         self.spawn_seconds = time.monotonic() - self.started_at
@@ -137,6 +149,15 @@ class WorkerProcess:
     @property
     def pid(self) -> int:
         return self._proc.pid
+
+    def exited(self) -> str | None:
+        """Why the child is gone, found now without waiting (the reader thread may not have
+        seen its socket end yet, say right after a Lambda thaw), or None while it runs."""
+        code = self._proc.poll()
+        if code is None:
+            return None
+        how = f"signal {-code}" if code < 0 else f"status {code}"
+        return f"the model worker exited ({how})"
 
     @property
     def lost(self) -> str | None:
@@ -305,6 +326,10 @@ class WorkerProcess:
         return message
 
 
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thaw-spawner")
+"""The one thread that starts workers: it lives as long as the process (see the module's
+docstring on `PR_SET_PDEATHSIG`)."""
+
 _early: WorkerProcess | None = None
 _early_lock = threading.Lock()
 
@@ -462,10 +487,29 @@ def _stop_if_told(conn: Connection, loading: threading.Event) -> None:
             os._exit(0)
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel for SIGKILL when the spawning thread's process ends (Linux), and leave
+    now if it has already ended (the request would then never fire)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the socket's end still stops the child
+        return
+    if os.getppid() != parent:
+        os._exit(0)
+
+
 def main(argv: list[str]) -> None:
     # The parent handles SIGINT/SIGTERM and stops the worker when it is done with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if len(argv) > 3:
+        _die_with_parent(int(argv[3]))
     from runtime.observe.logs import configure_logging
 
     configure_logging(os.environ.get("THAW_LOG_LEVEL", "info"))

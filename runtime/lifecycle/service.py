@@ -37,12 +37,22 @@ from runtime.work import Control, Work, running
 
 log = logging.getLogger("thaw.service")
 
+CRASH_LOOP = 5
+"""This many worker deaths within THAW_UNHEALTHY_AFTER_S fail liveness, as a long failure does."""
+
 LOST_RETRIES = 2
 """How many times work whose model died before it began is run again on a fresh model."""
 
 M = TypeVar("M")
 R = TypeVar("R")
 P = TypeVar("P")
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a finished future's exception as seen (its request may be gone: a deadline, a
+    drain cut-off), so asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _each(model: Any, works: list[Callable[[Any], Any]]) -> list[Any]:
@@ -248,10 +258,12 @@ class Service(Generic[M]):
                 handed_off = True
             started = self._clock.monotonic()
             waiter = asyncio.wrap_future(outcome)
+            waiter.add_done_callback(_retrieve)  # an answer nobody waits for any more
             # asyncio.wait never cancels the thread's future: a timed-out or disconnected request
             # leaves the work to finish, and its place is released when it does.
             done, _ = await asyncio.wait({waiter}, timeout=settings.request_timeout_s)
             if not done:
+                self._stop_if_hung(outcome)
                 raise DeadlineExceeded(
                     f"generation ran past its {settings.request_timeout_s:g}s deadline",
                     retry_after=self.gate.retry_after(),
@@ -262,6 +274,8 @@ class Service(Generic[M]):
                 raise
             except Exception as exc:
                 raise self._failure(exc, ticket) from exc
+            with self._lock:
+                self._served += 1  # answered with its result: what `served` counts
             served = Served(
                 value=value,
                 queue_s=started - arrived,
@@ -283,6 +297,27 @@ class Service(Generic[M]):
             return
         if self.gate.waiting_with(leader.batch_key) < wanted:
             await asyncio.sleep(window)
+
+    def _stop_if_hung(self, outcome: Future[Any]) -> None:
+        """A generation past its deadline is left to finish; one still running at twice the
+        deadline means a hung model (a stopped worker, a wedged kernel). A model that can be
+        stopped (a worker process: `stoppable`) is then let go as lost: its process is killed,
+        the calls on it fail and free their places, and a fresh one loads. A model in this
+        process cannot be stopped: its thread keeps its place."""
+        model = self.slot.peek()
+        if not getattr(model, "stoppable", False):
+            return
+        grace = self.settings.request_timeout_s
+
+        def check() -> None:
+            if not outcome.done() and model is not None and self.slot.peek() is model:
+                reason = (
+                    f"a generation ran past twice its {grace:g}s deadline: "
+                    "the model worker is hung and was stopped"
+                )
+                threading.Thread(target=self.slot.lost, args=(model, reason), daemon=True).start()
+
+        asyncio.get_running_loop().call_later(grace, check)
 
     def _failure(self, exc: Exception, ticket: Ticket) -> ThawError:
         """What a failed generation means to the client. Out of memory may pass (503, retry
@@ -330,9 +365,9 @@ class Service(Generic[M]):
             if error is None and len(results) != len(group):
                 error = RuntimeError(f"the batch gave {len(results)} results for {len(group)}")
             with self._lock:
-                if error is None:
-                    self._served += len(group)
-                elif not isinstance(error, ThawError) or isinstance(error, ModelLost):
+                if error is not None and (
+                    not isinstance(error, ThawError) or isinstance(error, ModelLost)
+                ):
                     # A ThawError from the work is an answer (say a 422 the function could
                     # only decide with the model), not an inference error; a lost model is.
                     self._failed += len(group)
@@ -412,9 +447,16 @@ class Service(Generic[M]):
         fresh container may land on a healthy one."""
         bound = self.settings.unhealthy_after_s
         snap = self.slot.snapshot()
-        if bound <= 0 or snap.failing_s is None or snap.failing_s < bound:
+        if bound <= 0:
             return None
-        return f"the model has failed to load for {snap.failing_s:.0f}s (limit {bound:g}s)"
+        if snap.failing_s is not None and snap.failing_s >= bound:
+            return f"the model has failed to load for {snap.failing_s:.0f}s (limit {bound:g}s)"
+        recent = [ago for ago in snap.lost_ago if ago <= bound]
+        if len(recent) >= CRASH_LOOP:
+            # Each reload succeeds, so the model never counts as failing; a worker that dies
+            # this often (a broken GPU, a poisoned driver) needs a fresh container just as much.
+            return f"the model's worker died {len(recent)} times in {bound:g}s"
+        return None
 
     def health(self) -> dict[str, Any]:
         """The runtime's part of `/health`: state, load history, queue, uptime."""

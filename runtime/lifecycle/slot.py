@@ -16,6 +16,7 @@ release of the previous model (`RELEASING`).
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from collections.abc import Callable
@@ -29,6 +30,9 @@ from runtime.lifecycle.states import ProcessState, SlotState, public_status
 from runtime.observe.phases import PhaseRecorder
 
 log = logging.getLogger("thaw.slot")
+
+LOST_REMEMBERED = 16
+"""How many recent model losses the slot keeps the times of (for a crash-loop check)."""
 
 M = TypeVar("M")
 Loader = Callable[[PhaseRecorder], M]
@@ -103,6 +107,8 @@ class SlotSnapshot:
     """Seconds the model has been failing without a successful load since (None: not failing)."""
     lost: int
     """How many times a loaded model was lost (its worker died)."""
+    lost_ago: tuple[float, ...]
+    """Seconds since each of the latest losses, newest first."""
 
     @property
     def status(self) -> str:
@@ -152,6 +158,7 @@ class ModelSlot(Generic[M]):
         self._failing_since: float | None = None
         self._load_wanted = False  # a demand came while the previous model was releasing
         self._lost = 0
+        self._lost_at: collections.deque[float] = collections.deque(maxlen=LOST_REMEMBERED)
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -188,6 +195,7 @@ class ModelSlot(Generic[M]):
     @property
     def ready(self) -> bool:
         """True when a request would be served by a loaded model now."""
+        self._notice_death()
         with self._lock:
             return self._state is SlotState.READY and self._process is ProcessState.SERVING
 
@@ -217,6 +225,7 @@ class ModelSlot(Generic[M]):
                 first_ready_at=self._first_ready_at,
                 failing_s=None if self._failing_since is None else now - self._failing_since,
                 lost=self._lost,
+                lost_ago=tuple(now - at for at in reversed(self._lost_at)),
             )
 
     # -- demanding the model -------------------------------------------------------------------
@@ -287,6 +296,7 @@ class ModelSlot(Generic[M]):
                 return False
             self._last_error = f"ModelLost: {reason}"
             self._lost += 1
+            self._lost_at.append(self._clock.monotonic())
             released = self._begin_release()
         log.warning("model lost: loading a fresh one", extra={"slot": self.name, "reason": reason})
         self._finish_release(released, reload=True)
@@ -330,7 +340,12 @@ class ModelSlot(Generic[M]):
         with self._lock:
             self._state = SlotState.COLD
             wanted, self._load_wanted = self._load_wanted or reload, False
-            if wanted and self._process is ProcessState.SERVING:
+            # A model lost while draining is reloaded too: the accepted work still needs it
+            # (the drain's deadline bounds the wait); a stopped process loads nothing.
+            loads = self._process is ProcessState.SERVING or (
+                reload and self._process is ProcessState.DRAINING
+            )
+            if wanted and loads:
                 self._begin_load()
             self._notifier.notify_all()
 
@@ -345,7 +360,19 @@ class ModelSlot(Generic[M]):
         busy = self._state in (SlotState.LOADING, SlotState.RELEASING)
         return not busy or self._process is ProcessState.STOPPED
 
+    def _notice_death(self) -> None:
+        """A model that can tell it is gone (a worker process: `exited`) is asked before it is
+        handed out, so a death its watcher has not reported yet (right after a Lambda thaw,
+        say) starts the reload now instead of failing the request that found it."""
+        with self._lock:
+            model = self._model if self._state is SlotState.READY else None
+        exited = getattr(model, "exited", None)
+        reason = exited() if model is not None and callable(exited) else None
+        if model is not None and reason is not None:
+            self.lost(model, reason)
+
     def _demand(self) -> None:
+        self._notice_death()
         with self._lock:
             if self._process is ProcessState.STOPPED:
                 raise Draining("the model was released: the process is stopping", retry_after=1)

@@ -187,7 +187,7 @@ def test_a_worker_crash_fails_only_the_running_request(tiny_model: Path) -> None
         server.stop()
 
 
-@pytest.mark.parametrize("how", ["mid-generation", "idle"])
+@pytest.mark.parametrize("how", ["mid-generation", "idle", "stopped"])
 def test_a_worker_never_outlives_its_server(tiny_model: Path, how: str) -> None:
     server = start(tiny_model, THAW_LOADER=FAULTY, THAW_TEST_SLOW_S="60")
     assert server.proc is not None
@@ -204,8 +204,48 @@ def test_a_worker_never_outlives_its_server(tiny_model: Path, how: str) -> None:
 
             threading.Thread(target=send, daemon=True).start()
             assert until(lambda: server.get("/health").json()["inflight"] == 1, timeout=30)
+        if how == "stopped":  # cannot read its socket: only the kernel can end it
+            os.kill(worker, signal.SIGSTOP)
         server.proc.kill()  # SIGKILL: nothing in the server runs any more
         server.proc.wait(10)
     finally:
         server.stop()  # closes the test's client (and stops the server if a check failed)
     assert until(lambda: not running(worker), timeout=5), "the worker outlived its server"
+
+
+def test_a_hung_worker_is_stopped_and_replaced(tiny_model: Path) -> None:
+    """A worker that stops answering (SIGSTOP here; a wedged kernel in life) is not dead, so
+    its socket stays open: a generation still running at twice its deadline means it hangs."""
+    server = start(tiny_model, THAW_REQUEST_TIMEOUT_S="2", THAW_WARM_WAIT_S="120")
+    try:
+        hung = the_worker(server)
+        os.kill(hung, signal.SIGSTOP)
+        late = server.post("/generate", json=QUICK)
+        assert late.status_code == 504
+        assert until(lambda: server.get("/health").json()["models_lost"] == 1, timeout=30)
+        assert "hung" in server.get("/health").json()["last_error"]
+        assert until(lambda: server.get("/readyz").status_code == 200, timeout=90, every=0.2)
+        assert server.post("/generate", json=QUICK).status_code == 200
+        assert not running(hung)
+        assert server.get("/health").json()["inflight"] == 0
+    finally:
+        server.stop()
+
+
+def test_a_worker_that_keeps_dying_fails_liveness(tiny_model: Path) -> None:
+    """Each reload succeeds, so the model is never 'failed'; a worker that dies at every
+    generation still needs a fresh container (a broken GPU does not heal in-process)."""
+    server = start(
+        tiny_model, THAW_LOADER=FAULTY, THAW_UNHEALTHY_AFTER_S="300", THAW_WARM_WAIT_S="120"
+    )
+    try:
+        for _ in range(5):
+            assert server.get("/livez").status_code == 200
+            server.wait_ready()
+            lost = server.post("/generate", json={**QUICK, "prompt": "__abort__"})
+            assert lost.status_code == 503
+            assert lost.json()["error"]["code"] == "model_lost"
+        assert server.get("/livez").status_code == 503
+        assert "died 5 times" in server.get("/livez").json()["reason"]
+    finally:
+        server.stop()

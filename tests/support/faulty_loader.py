@@ -2,7 +2,8 @@
 
 The prompt "__oom__" raises the CUDA out-of-memory error a GPU raises mid-generation;
 "__slow__" holds the generation `THAW_TEST_SLOW_S` seconds (default 4) without using the CPU,
-so deadline and disconnect tests do not depend on how busy the machine is.
+so deadline and disconnect tests do not depend on how busy the machine is; "__abort__" kills
+the process it runs in.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class _OutOfMemoryOnCue:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         prompt = kwargs.get("prompt")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+        if "__abort__" in prompts:
+            os.abort()  # the worker process dies mid-generation (a driver fault, say)
         if "__slow__" in prompts:
             time.sleep(float(os.environ.get("THAW_TEST_SLOW_S", "4")))
         if "__oom__" in prompts:
