@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup model compile serve check test test-unit bench bench-gpu clean image test-image bench-image
+.PHONY: setup model compile serve check test test-unit bench bench-gpu clean image test-image bench-image image-clean
 
 # The image (docs/image.md): docker where a daemon answers, else podman with its state in build/.
 IMAGE ?= thaw:cpu
@@ -67,3 +67,9 @@ test-image: image
 # Container start to /livez and /readyz, against the same server started outside it.
 bench-image: image model
 	$(BIN)/python -m bench.image_start --image $(IMAGE)
+
+# Podman's private state, the stand-in base and the wheel mirror. Podman keeps its overlay folder
+# mounted on itself, so it is unmounted first.
+image-clean:
+	-umount build/podman/storage/overlay 2>/dev/null
+	rm -rf build/podman build/wheels build/tmp
