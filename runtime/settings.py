@@ -138,6 +138,16 @@ def _url(env: EnvReader, name: str) -> str | None:
     return value
 
 
+_said: set[str] = set()
+
+
+def _deprecated(line: str) -> None:
+    """Log a deprecation once per process (the settings are read more than once at start)."""
+    if line not in _said:
+        _said.add(line)
+        log.warning(line)
+
+
 class WorkerMode(StrEnum):
     """Where the model lives."""
 
@@ -150,7 +160,7 @@ class WorkerMode(StrEnum):
 
 def _worker(env: EnvReader) -> WorkerMode:
     if (env.raw("WORKER") or "").lower() == "thread":  # the name before 2026-12-02
-        log.warning("THAW_WORKER=thread is deprecated: it is now THAW_WORKER=inline")
+        _deprecated("THAW_WORKER=thread is deprecated: it is now THAW_WORKER=inline")
         return WorkerMode.INLINE
     return env.choice("WORKER", WorkerMode, WorkerMode.PROCESS)
 

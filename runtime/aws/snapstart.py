@@ -206,16 +206,8 @@ def restart_clocks(service: Service[Any], started: float, seconds: float, clock:
     """`/health` counts from the restore: uptime, the time to ready, and one `restore` phase in
     place of INIT's load phases (their times belong to the snapshot's INIT, not this start).
 
-    The lifecycle has no public way to restart its clocks yet, so this sets the fields its
-    reports read; tests/unit/aws/test_snapstart.py pins them.
     """
-    recorder = PhaseRecorder(clock)
-    recorder._origin = started  # the phase starts at 0: the restore is this environment's start
+    recorder = PhaseRecorder(clock, origin=started)  # the restore is this environment's start
     token = recorder.begin("restore", at=started)
     recorder.end(token, at=started + seconds)
-    slot = service.slot
-    with slot._lock:
-        slot._phases = recorder
-        if slot._first_ready_at is not None:
-            slot._first_ready_at = started + seconds
-    service._created_at = started
+    service.restarted(started, recorder, ready_at=started + seconds)

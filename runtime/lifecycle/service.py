@@ -31,6 +31,7 @@ from runtime.lifecycle.idle import IdleUnloader
 from runtime.lifecycle.notify import Notifier
 from runtime.lifecycle.slot import ModelSlot
 from runtime.lifecycle.states import ProcessState, SlotState
+from runtime.observe.phases import PhaseRecorder
 from runtime.observe.telemetry import Telemetry
 from runtime.settings import PreloadPolicy, Settings
 from runtime.work import Control, Work, running
@@ -425,6 +426,12 @@ class Service(Generic[M]):
             self._cut = False
         self.gate.reopen()
         self.slot.reopen()
+
+    def restarted(self, started: float, phases: PhaseRecorder, ready_at: float | None) -> None:
+        """Count from a restore instead of the snapshot's INIT (Lambda SnapStart): uptime from
+        `started`, the restore's `phases`, first ready at `ready_at`."""
+        self._created_at = started
+        self.slot.restarted(phases, ready_at)
 
     # -- reporting ---------------------------------------------------------------------------------
 

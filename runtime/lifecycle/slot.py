@@ -268,6 +268,14 @@ class ModelSlot(Generic[M]):
             lambda: self._state not in (SlotState.LOADING, SlotState.RELEASING), timeout
         )
 
+    def restarted(self, phases: PhaseRecorder, ready_at: float | None) -> None:
+        """This process starts anew from a snapshot taken with the model loaded (Lambda
+        SnapStart): report `phases` (the restore) and `ready_at` instead of the snapshot's load."""
+        with self._lock:
+            self._phases = phases
+            if self._first_ready_at is not None and ready_at is not None:
+                self._first_ready_at = ready_at
+
     # -- letting go ------------------------------------------------------------------------------
 
     def unload(self, *, only_if: Callable[[], bool] | None = None) -> bool:

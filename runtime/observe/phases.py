@@ -27,10 +27,12 @@ class PhaseRecorder:
     """Records named phases of one load attempt. Thread-safe: phases may overlap
     (a download running while heavy imports happen)."""
 
-    def __init__(self, clock: Clock = SYSTEM_CLOCK, *, logs: bool = True) -> None:
+    def __init__(
+        self, clock: Clock = SYSTEM_CLOCK, *, logs: bool = True, origin: float | None = None
+    ) -> None:
         self._clock = clock
         self._logs = logs  # False where another recorder logs the same phases (a worker's)
-        self._origin = clock.monotonic()
+        self._origin = clock.monotonic() if origin is None else origin
         self._lock = threading.Lock()
         self._phases: list[_Phase] = []
 

@@ -39,18 +39,42 @@ def room(module: str) -> str:
     return ROOM_OF_TOP_MODULE.get(parts[-1], "base")
 
 
-def imports(path: Path) -> list[tuple[int, str]]:
-    """Module-level imports (not those under `if TYPE_CHECKING:` or inside functions)."""
+def imports(path: Path, module: str = "runtime.x") -> list[tuple[int, str]]:
+    """Imports that run when the module is imported: at module level, inside `try`, `with` and
+    `if` blocks too, but not under `if TYPE_CHECKING:` nor inside functions or classes.
+    Relative imports are resolved against `module`."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = module.split(".")[:-1] if path.name != "__init__.py" else module.split(".")
     found: list[tuple[int, str]] = []
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "runtime":
-                found += [(node.lineno, f"runtime.{alias.name}") for alias in node.names]
-            else:
-                found.append((node.lineno, node.module))
+
+    def visit(statements: list[ast.stmt]) -> None:
+        for node in statements:
+            if isinstance(node, ast.Import):
+                found.extend((node.lineno, alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    parent = package[: len(package) - (node.level - 1)]
+                    base = ".".join(parent + ([node.module] if node.module else []))
+                else:
+                    base = node.module or ""
+                if base == "runtime" or (node.level and node.module is None):
+                    found.extend((node.lineno, f"{base}.{alias.name}") for alias in node.names)
+                else:
+                    found.append((node.lineno, base))
+            elif isinstance(node, ast.If):
+                if not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
+                    visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                for handler in node.handlers:
+                    visit(handler.body)
+                visit(node.orelse)
+                visit(node.finalbody)
+            elif isinstance(node, ast.With):
+                visit(node.body)
+
+    visit(tree.body)
     return found
 
 
@@ -68,7 +92,7 @@ def test_runtime_imports_point_the_allowed_way(module: str, path: Path) -> None:
         return  # the package's lazy re-exports
     own = room(module.removesuffix(".__init__"))
     wrong = []
-    for line, target in imports(path):
+    for line, target in imports(path, module.removesuffix(".__init__")):
         top = target.split(".")[0]
         if top in FOREIGN:
             wrong.append(f"line {line}: {target} (runtime/ imports no {top})")
@@ -79,9 +103,15 @@ def test_runtime_imports_point_the_allowed_way(module: str, path: Path) -> None:
 
 def test_the_rule_catches_a_wrong_import(tmp_path: Path) -> None:
     bad = tmp_path / "slot.py"
-    bad.write_text("from runtime.aws.adapter import LambdaAdapter\nimport fastapi\n")
-    targets = [target for _, target in imports(bad)]
+    bad.write_text(
+        "from runtime.aws.adapter import LambdaAdapter\n"
+        "try:\n    import fastapi\nexcept ImportError:\n    pass\n"
+        "from ..aws import events\n"
+        "if TYPE_CHECKING:\n    from runtime.aws import warmup\n"
+    )
+    targets = [target for _, target in imports(bad, "runtime.lifecycle.slot")]
+    assert targets == ["runtime.aws.adapter", "fastapi", "runtime.aws"]
     assert room("runtime.lifecycle.slot") == "lifecycle"
-    assert [room(t) for t in targets if t.startswith("runtime")] == ["aws"]
+    assert [room(t) for t in targets if t.startswith("runtime")] == ["aws", "aws"]
     assert "aws" not in ALLOWED["lifecycle"]
     assert "fastapi" in FOREIGN
