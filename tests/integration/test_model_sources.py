@@ -28,7 +28,10 @@ def test_a_hub_id_is_served_from_a_hub_cache_folder(tiny_model: Path, tmp_path: 
         assert server.stop() == 0
     assert health["model"] == REPO_ID
     names = [p["name"] for p in health["phases"] if p["name"] != "worker_start"]
-    assert names[:2] == ["resolve", "import"]
+    # The id is resolved first; the imports and the page-cache prefetch then run side by side,
+    # in either order.
+    assert names[0] == "resolve"
+    assert {"import", "prefetch"} <= set(names)
 
 
 def bake(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
