@@ -272,7 +272,8 @@ def test_progress_crosses_to_the_parent_and_a_cancel_stops_the_call_at_its_next_
 
         caller = threading.Thread(target=call)
         caller.start()
-        while len(seen) < 3:
+        deadline = time.monotonic() + 30
+        while len(seen) < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
         control.cancel()
         caller.join(30)
