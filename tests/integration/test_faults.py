@@ -169,15 +169,18 @@ def test_a_worker_crash_fails_only_the_running_request(tiny_model: Path) -> None
     )
     try:
         dead = the_worker(server)
-        answers: list[list[httpx.Response]] = []
-        sender = threading.Thread(
-            target=lambda: answers.append(post_all(server, [SLOW, QUICK, QUICK, QUICK]))
-        )
-        sender.start()
+        running: list[list[httpx.Response]] = []
+        waiting: list[list[httpx.Response]] = []
+        first = threading.Thread(target=lambda: running.append(post_all(server, [SLOW])))
+        first.start()  # the slow one runs first, then three queue behind it
+        assert until(lambda: server.get("/health").json()["inflight"] == 1, timeout=30)
+        rest = threading.Thread(target=lambda: waiting.append(post_all(server, [QUICK] * 3)))
+        rest.start()
         assert until(lambda: server.get("/health").json()["queued"] == 3, timeout=30)
         os.kill(dead, signal.SIGKILL)
-        sender.join(120)
-        (slow, *queued) = answers[0]
+        first.join(120)
+        rest.join(120)
+        (slow,), queued = running[0], waiting[0]
         assert slow.status_code == 503, slow.text
         assert "retry-after" in slow.headers
         assert [answer.status_code for answer in queued] == [200, 200, 200]
