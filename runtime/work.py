@@ -11,7 +11,6 @@ read. A batch's work is canceled only when every request in it is.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -66,7 +65,6 @@ class Work:
     ) -> None:
         self._controls = tuple(controls)
         self._extra_canceled = canceled
-        self.started = time.monotonic()
 
     @property
     def canceled(self) -> bool:
