@@ -143,11 +143,16 @@ def load_pipeline(config: Config, phases: PhaseRecorder) -> LoadedPipeline:
     fetch = BackgroundResolve(lambda cancel: _model_folder(config, phases, cancel))
     try:
         with phases.phase("import"):
+            # transformers and diffusers log through handlers of their own, in plain text, and
+            # draw progress bars: route their records to ours (JSON lines), bars off.
+            from transformers.utils import logging as transformers_logging
+
+            _into_our_logs(transformers_logging)
             import torch
             from diffusers import DiffusionPipeline
             from diffusers.utils import logging as diffusers_logging
 
-            diffusers_logging.disable_progress_bar()
+            _into_our_logs(diffusers_logging)
         with phases.phase("configure"):
             device = choose_device(settings.device, torch)
             dtype_name = choose_dtype(settings.dtype, device)
@@ -183,6 +188,14 @@ def load_pipeline(config: Config, phases: PhaseRecorder) -> LoadedPipeline:
             side = 64
             generate(loaded, GenerationParams("warm-up", None, 1, 1.0, side, side, 0))
     return loaded
+
+
+def _into_our_logs(library_logging: Any) -> None:
+    """A model library's logging (transformers' or diffusers' `utils.logging`) through thaw's
+    JSON handler instead of its own plain-text one, without progress bars."""
+    library_logging.disable_default_handler()
+    library_logging.enable_propagation()
+    library_logging.disable_progress_bar()
 
 
 def _model_folder(config: Config, phases: PhaseRecorder, cancel: threading.Event) -> Path:
