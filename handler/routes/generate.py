@@ -85,14 +85,13 @@ async def serve(request: Request, params: GenerationParams) -> Response:
     if state.config.pipeline.log_prompts:
         log.info("prompt", extra={"request_id": request_id, "prompt": params.prompt})
 
-    generate_within_budget = budgeted(state, params)
     if prefers_async(request):
         return submit_job(request, params, job_id=None)
     control = Control()
     running = asyncio.ensure_future(
         state.service.run_item(
             params,
-            batch=generate_within_budget,
+            batch=budgeted(state, params),
             key=batch_key(params),
             request_id=request_id,
             control=control,

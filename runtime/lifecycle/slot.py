@@ -31,6 +31,9 @@ from runtime.observe.phases import PhaseRecorder
 
 log = logging.getLogger("thaw.slot")
 
+RECHECK_S = 0.5
+"""The shortest wait between two looks at a failed slot's cool-down (see `_retry_later`)."""
+
 LOST_REMEMBERED = 16
 """How many recent model losses the slot keeps the times of (for a crash-loop check)."""
 
@@ -465,22 +468,25 @@ class ModelSlot(Generic[M]):
         with self._lock:
             if self._state is not SlotState.FAILED or self._process is not ProcessState.SERVING:
                 return
-            run, failed_at, cooldown = self._runs, self._failed_at, self._cooldown
+            run = self._runs
 
         def moved_on() -> bool:  # lock held
             return self._runs != run or self._process is not ProcessState.SERVING
 
-        deadline = (failed_at or self._clock.monotonic()) + cooldown
-        while not self._notifier.wait_for(
-            moved_on, max(0.0, deadline - self._clock.monotonic()) + 0.01
-        ):
+        while True:
             with self._lock:
-                if self._cooling_down():
-                    continue
-                if self._state is SlotState.FAILED:
-                    log.info("retrying the failed load", extra={"slot": self.name})
-                    self._begin_load()
-                return
+                if moved_on():
+                    return
+                if not self._cooling_down():
+                    if self._state is SlotState.FAILED:
+                        log.info("retrying the failed load", extra={"slot": self.name})
+                        self._begin_load()
+                    return
+                now = self._clock.monotonic()
+                left = (self._failed_at or now) + self._cooldown - now
+            # At least RECHECK_S: a clock that does not move with real time (a test's) or a
+            # hung attempt's endless cool-down must not turn this wait into a spin.
+            self._notifier.wait_for(moved_on, max(left, RECHECK_S))
 
     def _fail(
         self, error: Exception, attempt: int, *, failures: int = 1, final: bool
