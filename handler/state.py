@@ -31,6 +31,7 @@ PUBLIC_HEALTH = frozenset(
         "uptime_s",
         "cold_start",
         "phases",
+        "load_started_s",
     }
 )
 PUBLIC_PHASE = frozenset({"name", "start_s", "seconds", "state"})

@@ -482,6 +482,11 @@ class Service(Generic[M]):
             "loads_completed": snap.loads_completed,
             "load_seconds": None if snap.load_seconds is None else round(snap.load_seconds, 3),
             "phases": snap.phases,
+            # Where the phases' `start_s` count from, in seconds of uptime: a timeline from the
+            # process's start places each phase at `load_started_s + start_s`.
+            "load_started_s": None
+            if snap.attempt_started_at is None
+            else round(snap.attempt_started_at - self._created_at, 3),
             "last_error": snap.last_error,
             "retry_in_s": None if snap.retry_in_s is None else round(snap.retry_in_s, 1),
             "failing_s": None if snap.failing_s is None else round(snap.failing_s, 1),

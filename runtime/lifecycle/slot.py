@@ -112,6 +112,9 @@ class SlotSnapshot:
     """How many times a loaded model was lost (its worker died)."""
     lost_ago: tuple[float, ...]
     """Seconds since each of the latest losses, newest first."""
+    attempt_started_at: float | None = None
+    """When the latest load attempt started, on the slot's clock: the origin of `phases`'
+    `start_s` (None before the first attempt)."""
 
     @property
     def status(self) -> str:
@@ -229,6 +232,7 @@ class ModelSlot(Generic[M]):
                 failing_s=None if self._failing_since is None else now - self._failing_since,
                 lost=self._lost,
                 lost_ago=tuple(now - at for at in reversed(self._lost_at)),
+                attempt_started_at=self._phases.origin if self._attempts else None,
             )
 
     # -- demanding the model -------------------------------------------------------------------

@@ -83,6 +83,11 @@ class PhaseRecorder:
                     entry.detail.update(detail)
                     return
 
+    @property
+    def origin(self) -> float:
+        """The moment (on this recorder's clock) that the phases' `start_s` count from."""
+        return self._origin
+
     def snapshot(self) -> list[dict[str, Any]]:
         """Phases in start order: name, start offset, seconds (None while running), state."""
         with self._lock:

@@ -32,6 +32,7 @@ PUBLIC = {
     "uptime_s",
     "cold_start",
     "phases",
+    "load_started_s",
 }
 
 

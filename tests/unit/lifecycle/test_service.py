@@ -20,7 +20,7 @@ from runtime.lifecycle.service import Service
 from runtime.lifecycle.slot import ModelSlot, RetryPolicy
 from runtime.lifecycle.states import ProcessState, SlotState
 from runtime.settings import PreloadPolicy, Settings
-from tests.support.fakes import CountingLoader, FakeModel
+from tests.support.fakes import CountingLoader, FakeClock, FakeModel
 
 
 def make_service(loader: CountingLoader, **overrides: object) -> Service[FakeModel]:
@@ -180,3 +180,14 @@ def test_health_reports_the_state() -> None:
     assert report["load_attempts"] == 1
     assert [p["name"] for p in report["phases"]] == ["import", "build"]
     assert report["cold_start"]["ready_after_s"] is not None
+
+
+def test_health_places_the_load_on_the_process_timeline() -> None:
+    clock = FakeClock()
+    loader = CountingLoader()
+    slot = ModelSlot("t", loader, retry=RetryPolicy(attempts=1), clock=clock)
+    service = Service(slot, Settings(), clock=clock)
+    assert service.health()["load_started_s"] is None  # no attempt yet
+    clock.advance(2.5)  # the load starts 2.5 s after the process
+    slot.get(timeout=5)
+    assert service.health()["load_started_s"] == 2.5
