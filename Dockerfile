@@ -9,7 +9,8 @@
 #
 # Layers are ordered for rebuilds (docs/image.md): the requirements (1.3 GB) change least, then
 # the baked weights, then the code (under 1 MB), so a code change rebuilds one small layer.
-# Stages: venv (requirements) -> weights (the model, from the venv) | app (the code) -> the image.
+# Stages: venv (requirements) -> rie (AWS's emulator) | weights (the model, from the venv) | app
+# (the code) -> the image.
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
@@ -39,6 +40,24 @@ RUN pip install --no-deps --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSI
     && pip install -r /opt/venv/requirements.txt awslambdaric==4.2.2 \
     && python -m compileall -q -j 0 --invalidation-mode unchecked-hash \
         -x '/site-packages/torch/testing/_internal/py312_intrinsics\.py$' /opt/venv
+
+# -- rie: AWS's Lambda Runtime Interface Emulator, so the image can be tried locally as AWS's base
+# images can (docs/lambda.md): the binary alone, from the aws-sam-cli wheel on PyPI, hash checked.
+FROM venv AS rie
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG SAM_CLI_VERSION=1.170.0
+ARG SAM_CLI_SHA256=24ebaf5ecba38dc1758089968cb89ab61e124b84e92a344fc7a2771a47f4d0bf
+RUN pip download --no-deps --only-binary=:all: --dest /tmp/sam "aws-sam-cli==${SAM_CLI_VERSION}" \
+    && echo "${SAM_CLI_SHA256}  /tmp/sam/aws_sam_cli-${SAM_CLI_VERSION}-py3-none-any.whl" \
+        > /tmp/sam/SHA256SUMS \
+    && sha256sum --check --strict /tmp/sam/SHA256SUMS \
+    && python -c "import platform, shutil, sys, zipfile; \
+arch = {'x86_64': 'x86_64', 'aarch64': 'arm64'}[platform.machine()]; \
+wheel = zipfile.ZipFile(sys.argv[1]); \
+shutil.copyfileobj(wheel.open('samcli/local/rapid/aws-lambda-rie-' + arch), open(sys.argv[2], 'wb'))" \
+        "/tmp/sam/aws_sam_cli-${SAM_CLI_VERSION}-py3-none-any.whl" /usr/local/bin/aws-lambda-rie \
+    && chmod 0755 /usr/local/bin/aws-lambda-rie \
+    && rm -rf /tmp/sam
 
 # -- weights: the tiny random-weight model baked in (BAKE_MODEL=tiny), or nothing (none) ---------
 FROM venv AS weights
@@ -71,6 +90,8 @@ RUN groupadd --system --gid 10001 thaw \
     && useradd --system --uid 10001 --gid thaw --home-dir /app --shell /usr/sbin/nologin thaw \
     && python -m compileall -q -j 0 --invalidation-mode unchecked-hash \
         "$(python -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')"
+# AWS's emulator (9 MB) changes with its pin only; `--entrypoint aws-lambda-rie` runs it.
+COPY --from=rie /usr/local/bin/aws-lambda-rie /usr/local/bin/aws-lambda-rie
 COPY --from=weights /opt/thaw/model /opt/thaw/model
 COPY --from=app /app /app
 # The log stream is JSON lines; transformers writes plain text of its own: warnings through its

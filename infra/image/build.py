@@ -121,9 +121,11 @@ def mirror_requirements(version: str, variant: str) -> None:
     configuration: certificates, find-links, local indexes), and a PEP 503 index over them."""
     files = WHEELS / "files"
     wanted = [f"torch=={version}", lambda_client()]
+    # The rie stage takes the aws-sam-cli wheel alone (its binary), not the CLI's dependencies.
+    emulator = f"aws-sam-cli=={dockerfile_arg('SAM_CLI_VERSION')}"
     stamp = WHEELS / ".inputs"
     inputs = hashlib.sha256(
-        (ROOT / "requirements.txt").read_bytes() + " ".join([variant, *wanted]).encode()
+        (ROOT / "requirements.txt").read_bytes() + " ".join([variant, *wanted, emulator]).encode()
     ).hexdigest()
     if stamp.exists() and stamp.read_text() == inputs:
         return  # the same requirements were mirrored before: pip's resolution takes 10 s
@@ -132,6 +134,13 @@ def mirror_requirements(version: str, variant: str) -> None:
         [
             sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
             "-d", str(files), "-r", str(ROOT / "requirements.txt"), *wanted,
+        ],
+        check=True,
+    )  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+            "--no-deps", "-d", str(files), emulator,
         ],
         check=True,
     )  # fmt: skip

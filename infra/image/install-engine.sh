@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # What `make image` needs where no docker daemon answers, from Debian's packages (as root):
 # podman (it builds too: buildah's code is inside), runc (crun refuses a hybrid cgroup
-# hierarchy), netavark (podman's network backend, even for --network host) and debootstrap (the
-# stand-in base image where no registry answers). Installs only what is missing.
+# hierarchy), netavark (podman's network backend, even for --network host), iptables (what
+# netavark writes a published port's rules with: `-p 9000:8080` fails without it) and debootstrap
+# (the stand-in base image where no registry answers). Installs only what is missing.
 set -euo pipefail
-packages=(podman runc netavark aardvark-dns uidmap debootstrap)
+packages=(podman runc netavark aardvark-dns iptables uidmap debootstrap)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

@@ -113,6 +113,7 @@ class Container:
     image: str
     env: dict[str, str]
     options: Sequence[str] = ()
+    command: Sequence[str] = ()  # after the image: the CMD, or what an `--entrypoint` takes
     name: str = field(default_factory=lambda: f"thaw-test-{uuid.uuid4().hex[:10]}")
     started_at: float = 0.0
 
@@ -121,7 +122,7 @@ class Container:
         for key, value in self.env.items():
             args += ["--env", f"{key}={value}"]
         self.started_at = time.monotonic()
-        self.engine.run(*args, self.image, timeout=120)
+        self.engine.run(*args, self.image, *self.command, timeout=120)
         return self
 
     def inspect(self, template: str) -> str:

@@ -240,12 +240,13 @@ def test_the_template_and_the_dockerfile_stages_agree() -> None:
 
 
 def test_layers_go_from_least_to_most_often_changed() -> None:
-    """The final stage is the requirements' stage, then copies the weights, then the code: a
-    code change rebuilds one layer of under a megabyte, not the 1.3 GB virtual environment."""
+    """The final stage is the requirements' stage, then copies AWS's emulator (its pin changes
+    seldom), the weights, then the code: a code change rebuilds one layer of under a megabyte,
+    not the 1.3 GB virtual environment."""
     final = re.split(r"^FROM\s", dockerfile(), flags=re.M)[-1]
     assert final.split()[0] == "venv"
     copies = re.findall(r"^COPY --from=\S+ (\S+) ", final, re.M)
-    assert copies == ["/opt/thaw/model", "/app"]
+    assert copies == ["/usr/local/bin/aws-lambda-rie", "/opt/thaw/model", "/app"]
     weights = re.split(r"^FROM\s", dockerfile(), flags=re.M)
     weights_stage = next(part for part in weights if re.match(r"\S+ AS weights", part))
     # The weights stage takes the model script alone, so no other code change rebuilds them.
@@ -380,3 +381,15 @@ def test_under_snapstart_the_snapshot_holds_a_warmed_model() -> None:
     condition, on, off = variables["THAW_WARM_INFERENCE"]["Fn::If"]
     assert condition == "HasSnapStart"
     assert (on, off) == ("1", "0")
+
+
+def test_the_image_bundles_the_emulator_the_tests_run() -> None:
+    """The image's AWS emulator is the one the host tests run (tests/support/rie.py): the same
+    aws-sam-cli pin and wheel hash, checked in the build before the binary is taken."""
+    from tests.support import rie
+
+    text = dockerfile()
+    assert re.search(rf"^ARG SAM_CLI_VERSION={re.escape(rie.SAM_CLI_VERSION)}$", text, re.M)
+    assert re.search(rf"^ARG SAM_CLI_SHA256={rie.WHEEL_SHA256}$", text, re.M)
+    assert "sha256sum --check --strict" in text
+    assert "--no-deps" in text.split("FROM venv AS rie")[1].split("FROM ")[0]
