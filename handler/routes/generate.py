@@ -7,8 +7,8 @@ configured limits as a real class in the route's signature, not as a string it c
 import asyncio
 import base64
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,10 +26,15 @@ from handler.pipeline import (
 )
 from handler.schemas import GenerateRequestBase, check_pixel_budget
 from handler.state import AppState
+from runtime.errors import InvalidRequest
+from runtime.jobs.runner import JobWork
 from runtime.lifecycle.service import Served
 from runtime.work import Control
 
 log = logging.getLogger("thaw.generate")
+
+P = TypeVar("P")
+R = TypeVar("R")
 
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
@@ -81,28 +86,45 @@ def render(request: Request, served: Served[GeneratedImage], request_id: str) ->
 
 async def serve(request: Request, params: GenerationParams) -> Response:
     state = AppState.of(request)
-    request_id = getattr(request.state, "request_id", None) or state.service.new_request_id()
-    if state.config.pipeline.log_prompts:
-        log.info("prompt", extra={"request_id": request_id, "prompt": params.prompt})
-
+    request_id = start_request(request, params.prompt)
     if prefers_async(request):
         return submit_job(request, params, job_id=None)
+    served = await run_watched(
+        request, params, batch=budgeted(state, params), key=batch_key(params), request_id=request_id
+    )
+    return render(request, served, request_id)
+
+
+def start_request(request: Request, prompt: str) -> str:
+    """The request's id; the prompt is logged under it when THAW_LOG_PROMPTS says so."""
+    state = AppState.of(request)
+    request_id = getattr(request.state, "request_id", None) or state.service.new_request_id()
+    if state.config.pipeline.log_prompts:
+        log.info("prompt", extra={"request_id": request_id, "prompt": prompt})
+    return request_id
+
+
+async def run_watched(
+    request: Request,
+    item: P,
+    *,
+    batch: Callable[[LoadedPipeline, list[P]], list[R]],
+    key: Hashable | None,
+    request_id: str,
+) -> Served[R]:
+    """Run `item` on the service (admission, warm-up wait, batching, deadlines), canceled when
+    the client goes away."""
     control = Control()
     running = asyncio.ensure_future(
-        state.service.run_item(
-            params,
-            batch=budgeted(state, params),
-            key=batch_key(params),
-            request_id=request_id,
-            control=control,
+        AppState.of(request).service.run_item(
+            item, batch=batch, key=key, request_id=request_id, control=control
         )
     )
     watching = asyncio.ensure_future(_cancel_on_disconnect(request, control))
     try:
-        served = await running
+        return await running
     finally:
         watching.cancel()
-    return render(request, served, request_id)
 
 
 def budgeted(
@@ -138,8 +160,11 @@ def submit_job(request: Request, params: GenerationParams, *, job_id: str | None
     """Accept `params` as a job: 202 with the job, `Location` and `Retry-After` (200 with the
     existing job when an idempotent PUT repeats itself)."""
     state = AppState.of(request)
-    if state.config.runtime.on_lambda:
-        raise JobsUnavailable("asynchronous jobs are not available on Lambda yet")
+    if state.config.runtime.on_lambda and state.jobs.dispatch is None:
+        # Each invocation's environment may be gone before the next poll: jobs need S3 there.
+        raise JobsUnavailable(
+            "asynchronous jobs on Lambda need a shared store: set THAW_JOBS_URL=s3://bucket/prefix"
+        )
     job, created = state.jobs.submit(
         params,
         job_request(params),
@@ -162,6 +187,17 @@ def job_request(params: GenerationParams) -> dict[str, Any]:
         "height": params.height,
         "seed": params.seed,
     }
+
+
+def job_work(state: AppState, request: dict[str, Any]) -> JobWork:
+    """What running a stored job takes, rebuilt from its record (`job_request`'s inverse): the
+    side of `submit_job` that a Lambda worker invocation runs."""
+    try:
+        body = state.request_model.model_validate(request)
+    except ValidationError as exc:
+        raise InvalidRequest(f"the stored request is not valid here: {exc.errors()[:1]}") from exc
+    params = body.to_params(state.config.limits)
+    return JobWork(params, budgeted(state, params), batch_key(params), encode_image)
 
 
 def encode_image(images: GeneratedImage) -> tuple[bytes, dict[str, Any]]:
