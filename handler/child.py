@@ -25,5 +25,5 @@ def load_from_env(phases: PhaseRecorder) -> LoadedPipeline:
     from runtime.observe.logs import configure_logging
 
     config = Config.from_env(os.environ)
-    configure_logging(config.runtime.log_level)
+    configure_logging(config.runtime.log_level, config.runtime.log_format)
     return in_process_loader(config)(config, phases)

@@ -73,7 +73,7 @@ def build_adapter(config: Config, service: Service[LoadedPipeline]) -> LambdaAda
 
 
 CONFIG = Config.from_env(os.environ)
-configure_logging(CONFIG.runtime.log_level)
+configure_logging(CONFIG.runtime.log_level, CONFIG.runtime.log_format)
 INIT_TYPE = InitType.parse(os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE"))
 SERVICE = build_lambda_service(CONFIG)
 handler = build_adapter(CONFIG, SERVICE)

@@ -73,7 +73,7 @@ def main() -> int:
     state: AppState = app.state.thaw
     service = state.service
     settings = service.settings
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     config = uvicorn.Config(
         app,
         host=state.config.server.host,

@@ -148,6 +148,19 @@ def _deprecated(line: str) -> None:
         log.warning(line)
 
 
+class LogFormat(StrEnum):
+    """How log records are written to stderr."""
+
+    AUTO = "auto"
+    """Text when stderr is a terminal, else JSON (the default)."""
+
+    TEXT = "text"
+    """One readable line per event, in uvicorn's style; coloured only at a terminal."""
+
+    JSON = "json"
+    """One JSON object per line, for a log pipeline (CloudWatch, Cloud Logging, Loki)."""
+
+
 class WorkerMode(StrEnum):
     """Where the model lives."""
 
@@ -190,6 +203,7 @@ class Settings:
     unhealthy_after_s: float = 600.0
     load_timeout_s: float = 1800.0
     log_level: str = "info"
+    log_format: LogFormat = LogFormat.AUTO
     cache_dir: Path = Path("/tmp/thaw-cache")
     on_lambda: bool = False
     lambda_margin_s: float = 1.0
@@ -246,6 +260,7 @@ class Settings:
             unhealthy_after_s=env.number("UNHEALTHY_AFTER_S", 600.0),
             load_timeout_s=env.number("LOAD_TIMEOUT_S", 1800.0, minimum=0.001),
             log_level=log_level,
+            log_format=env.choice("LOG_FORMAT", LogFormat, LogFormat.AUTO),
             cache_dir=Path(cache) if cache else default_cache_dir(environ),
             on_lambda=bool(environ.get("AWS_LAMBDA_FUNCTION_NAME")),
             lambda_margin_s=env.number("LAMBDA_MARGIN_S", 1.0, maximum=60.0),

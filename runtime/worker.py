@@ -511,8 +511,13 @@ def main(argv: list[str]) -> None:
     if len(argv) > 3:
         _die_with_parent(int(argv[3]))
     from runtime.observe.logs import configure_logging
+    from runtime.settings import Settings, SettingsError
 
-    configure_logging(os.environ.get("THAW_LOG_LEVEL", "info"))
+    try:  # the parent read the same settings and reports a bad one; logs must work meanwhile
+        settings = Settings.from_env(os.environ)
+    except SettingsError:
+        settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
     serve(int(argv[1]), argv[2])
 
 

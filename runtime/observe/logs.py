@@ -1,42 +1,162 @@
-"""Structured JSON logs: one object per line, with the record's extra fields."""
+"""Log records on stderr, in the form their reader wants: JSON lines for a machine, text for a
+person.
+
+A log pipeline (CloudWatch, Cloud Logging, Loki, `kubectl logs` into a collector) parses one JSON
+object per line; a person at a terminal reads one line per event, as uvicorn prints them. So the
+format follows stderr: a terminal gets text, anything else (a pipe, a file, Lambda) gets JSON,
+and `THAW_LOG_FORMAT` says which when the guess is wrong. Every record goes through the root
+logger's single handler, so no line is written twice.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TextIO
+
+from runtime.settings import LogFormat
 
 # Attributes every LogRecord has; anything else was passed in `extra` and is logged as a field.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
+# uvicorn passes the message again with ANSI colours as `extra={"color_message": ...}` for its own
+# formatter; it is a rendering of the message, not a field.
+_COLOR_MESSAGE = "color_message"
+_DROPPED = {_COLOR_MESSAGE}
+
+# An ANSI control sequence (CSI), as libraries put into messages meant for a terminal.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+
+
+def _plain(text: str) -> str:
+    return _ESCAPES.sub("", text) if "\x1b" in text else text
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The record's extra fields, in the order they were given."""
+    return {
+        key: value
+        for key, value in record.__dict__.items()
+        if key not in _STANDARD and key not in _DROPPED and not key.startswith("_")
+    }
+
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, then the record's extra fields."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _plain(record.getMessage()),
         }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+        for key, value in _fields(record).items():
+            entry[key] = _plain(value) if isinstance(value, str) else value
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = _plain(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: str = "info") -> None:
-    """Send every log record to stderr as JSON lines."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+# uvicorn's level colours (uvicorn.logging.ColourizedFormatter).
+_LEVEL_COLOURS = {
+    logging.DEBUG: "36",
+    logging.INFO: "32",
+    logging.WARNING: "33",
+    logging.ERROR: "31",
+    logging.CRITICAL: "91",
+}
+
+
+class TextFormatter(logging.Formatter):
+    """uvicorn's line, `INFO:     message`, then the record's fields as `key=value`.
+
+    With `colour`, the level is coloured as uvicorn colours it, uvicorn's own records keep their
+    coloured message, and the fields are dimmed; without, no escape code is written at all.
+    """
+
+    def __init__(self, *, colour: bool = False) -> None:
+        super().__init__()
+        self.colour = colour
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = record.levelname
+        prefix = f"{level}:" + " " * max(1, 9 - len(level))
+        message = record.getMessage()
+        fields = " ".join(f"{key}={_brief(value)}" for key, value in _fields(record).items())
+        if self.colour:
+            colour = _LEVEL_COLOURS.get(record.levelno, "0")
+            prefix = f"\x1b[{colour}m{level}\x1b[0m:" + " " * max(1, 9 - len(level))
+            coloured = getattr(record, _COLOR_MESSAGE, None)
+            if isinstance(coloured, str):
+                with contextlib.suppress(TypeError, ValueError):  # then the plain message
+                    message = coloured % record.args if record.args else coloured
+            fields = f"\x1b[2m{fields}\x1b[0m" if fields else ""
+        line = f"{prefix}{message}" + (f"  {fields}" if fields else "")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        return line if self.colour else _plain(line)
+
+
+def _brief(value: object) -> str:
+    """A field's value as a person reads it: a bare word or number, else JSON (quoted text)."""
+    if isinstance(value, str):
+        if value and not any(c.isspace() or c in '="' for c in value):
+            return value
+        return json.dumps(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, bool) or value is None or isinstance(value, (list, dict, int)):
+        return json.dumps(value, default=str)
+    return _brief(str(value))
+
+
+def is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
+def formatter_for(log_format: LogFormat, stream: TextIO) -> logging.Formatter:
+    """The formatter `log_format` asks for on `stream`: `auto` is text at a terminal, else JSON;
+    colours only for text at a terminal."""
+    terminal = is_terminal(stream)
+    if log_format is LogFormat.JSON or (log_format is LogFormat.AUTO and not terminal):
+        return JsonFormatter()
+    return TextFormatter(colour=terminal)
+
+
+def configure_logging(
+    level: str = "info", log_format: LogFormat = LogFormat.AUTO, stream: TextIO | None = None
+) -> None:
+    """Send every log record to stderr (or `stream`) through one handler on the root logger.
+
+    Loggers that a server configured with handlers of their own (uvicorn's default log config puts
+    text handlers on `uvicorn` and `uvicorn.access`) lose them and propagate to the root, so each
+    record is written once, in one format.
+    """
+    out = sys.stderr if stream is None else stream
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter_for(log_format, out))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in _SERVER_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+
+
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 class QueryRedaction(logging.Filter):

@@ -77,6 +77,7 @@ def test_lambda_keeps_its_cache_in_tmp() -> None:
         ({"THAW_WORKER": "fiber"}, "THAW_WORKER"),
         ({"THAW_MAX_BATCH": "0"}, "THAW_MAX_BATCH"),
         ({"THAW_BATCH_WINDOW_MS": "-5"}, "THAW_BATCH_WINDOW_MS"),
+        ({"THAW_LOG_FORMAT": "yaml"}, "THAW_LOG_FORMAT"),
     ],
 )
 def test_bad_values_fail_naming_the_variable(env: dict[str, str], named: str) -> None:
