@@ -8,6 +8,7 @@ listens at once. The model loads per `THAW_PRELOAD` (in the background by defaul
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -15,16 +16,24 @@ from fastapi import FastAPI
 from handler import errors
 from handler.config import Config
 from handler.middleware import BodyLimit, RequestContext
-from handler.pipeline import PIPELINE, LoadedPipeline, choose_loader, release_pipeline
+from handler.pipeline import (
+    PIPELINE,
+    GenerationParams,
+    LoadedPipeline,
+    choose_loader,
+    release_pipeline,
+)
 from handler.routes import generate, jobs, metrics, openai_images, probes
 from handler.schemas import request_model
 from handler.state import AppState
 from runtime.jobs.runner import Jobs
-from runtime.jobs.store import LocalJobStore
+from runtime.jobs.s3store import S3JobStore, make_client
+from runtime.jobs.store import JobStore, LocalJobStore
 from runtime.lifecycle.service import Service
 from runtime.lifecycle.slot import ModelSlot, RetryPolicy
 from runtime.observe.logs import redact_queries
 from runtime.observe.phases import PhaseRecorder
+from runtime.settings import Settings
 
 # uvicorn logs each request's target, query included, on these loggers: its access log (on by
 # default under plain `uvicorn handler.app:app`) and the WebSocket lines of `uvicorn.error`. A
@@ -50,13 +59,40 @@ def build_service(
     return Service(slot, config.runtime)
 
 
+def job_store(settings: Settings) -> JobStore:
+    """Where jobs live: S3 when THAW_JOBS_URL names a location (shared by every replica and
+    by Lambda's invocations), else a local folder (THAW_JOBS_DIR, or one in the cache)."""
+    if settings.jobs_url is not None:
+        endpoint = settings.s3_endpoint_url
+        return S3JobStore.from_url(settings.jobs_url, client_factory=lambda: make_client(endpoint))
+    return LocalJobStore(settings.jobs_dir or settings.cache_dir / "jobs")
+
+
+def build_jobs(
+    service: Service[LoadedPipeline],
+    settings: Settings,
+    *,
+    dispatch: Callable[[str], None] | None = None,
+) -> Jobs[GenerationParams]:
+    return Jobs(
+        service,
+        job_store(settings),
+        ttl_s=settings.job_ttl_s,
+        lease_s=settings.job_lease_s,
+        start_within_s=settings.queue_timeout_s,
+        dispatch=dispatch,
+    )
+
+
 def create_app(
     config: Config | None = None,
     service: Service[LoadedPipeline] | None = None,
     *,
     lifespan: bool = True,
+    dispatch: Callable[[str], None] | None = None,
 ) -> FastAPI:
-    """Build the app. `lifespan=False` is for Mangum, which would re-run it every invocation."""
+    """Build the app. `lifespan=False` is for Mangum, which would re-run it every invocation;
+    `dispatch` hands each new job to another invocation (Lambda's asynchronous worker)."""
     config = Config.from_env(os.environ) if config is None else config
     redact_queries(*SERVER_LOGGERS)
     service = build_service(config) if service is None else service
@@ -69,12 +105,11 @@ def create_app(
     )
     model = request_model(config.limits)
     settings = config.runtime
-    job_store = LocalJobStore(settings.jobs_dir or settings.cache_dir / "jobs")
     app.state.thaw = AppState(
         config=config,
         service=service,
         request_model=model,
-        jobs=Jobs(service, job_store, ttl_s=settings.job_ttl_s),
+        jobs=build_jobs(service, settings, dispatch=dispatch),
     )
     app.include_router(probes.router)
     app.include_router(metrics.router)

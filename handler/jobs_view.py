@@ -25,7 +25,12 @@ def job_view(job: Job, *, now: float | None = None) -> dict[str, Any]:
     """The job as `GET /jobs/{id}` answers it."""
     now = time.time() if now is None else now
     record = job.to_json()
-    record.pop("request_hash")
+    for internal in (
+        "request_hash",
+        "owner",
+        "lease_until",
+    ):  # who holds it is no client's business
+        record.pop(internal, None)
     steps, step = job.steps, job.step
     progress: dict[str, Any] = {"step": step, "steps": steps, "fraction": None, "eta_s": None}
     if steps:

@@ -26,6 +26,8 @@ from handler.pipeline import (
 )
 from handler.schemas import GenerateRequestBase, check_pixel_budget
 from handler.state import AppState
+from runtime.errors import InvalidRequest
+from runtime.jobs.runner import JobWork
 from runtime.lifecycle.service import Served
 from runtime.work import Control
 
@@ -158,8 +160,11 @@ def submit_job(request: Request, params: GenerationParams, *, job_id: str | None
     """Accept `params` as a job: 202 with the job, `Location` and `Retry-After` (200 with the
     existing job when an idempotent PUT repeats itself)."""
     state = AppState.of(request)
-    if state.config.runtime.on_lambda:
-        raise JobsUnavailable("asynchronous jobs are not available on Lambda yet")
+    if state.config.runtime.on_lambda and state.jobs.dispatch is None:
+        # Each invocation's environment may be gone before the next poll: jobs need S3 there.
+        raise JobsUnavailable(
+            "asynchronous jobs on Lambda need a shared store: set THAW_JOBS_URL=s3://bucket/prefix"
+        )
     job, created = state.jobs.submit(
         params,
         job_request(params),
@@ -182,6 +187,17 @@ def job_request(params: GenerationParams) -> dict[str, Any]:
         "height": params.height,
         "seed": params.seed,
     }
+
+
+def job_work(state: AppState, request: dict[str, Any]) -> JobWork:
+    """What running a stored job takes, rebuilt from its record (`job_request`'s inverse): the
+    side of `submit_job` that a Lambda worker invocation runs."""
+    try:
+        body = state.request_model.model_validate(request)
+    except ValidationError as exc:
+        raise InvalidRequest(f"the stored request is not valid here: {exc.errors()[:1]}") from exc
+    params = body.to_params(state.config.limits)
+    return JobWork(params, budgeted(state, params), batch_key(params), encode_image)
 
 
 def encode_image(images: GeneratedImage) -> tuple[bytes, dict[str, Any]]:

@@ -6,12 +6,13 @@ No `from __future__ import annotations` here: FastAPI must see the request model
 configured limits as a real class in the route's signature.
 """
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from handler.auth import require_api_key
 from handler.jobs_view import JobNotReady, job_view
@@ -19,7 +20,7 @@ from handler.routes.generate import submit_job
 from handler.schemas import GenerateRequestBase
 from handler.state import AppState
 from runtime.errors import InvalidRequest
-from runtime.jobs.store import ID_PATTERN, JobStatus
+from runtime.jobs.store import ID_PATTERN, Job, JobStatus
 
 
 def build_router(request_model: type[GenerateRequestBase]) -> APIRouter:
@@ -42,18 +43,25 @@ def build_router(request_model: type[GenerateRequestBase]) -> APIRouter:
         params = body.to_params(AppState.of(request).config.limits)  # type: ignore[attr-defined]
         return submit_job(request, params, job_id=job_id)
 
+    # The store may be S3: its reads and writes run in threads, never on the event loop.
+
     @router.get("/jobs/{job_id}")
     async def status(request: Request, job_id: str) -> dict[str, Any]:
         """The job: status, progress with an ETA, timings, the error, links."""
-        return job_view(AppState.of(request).jobs.require(job_id))
+        return job_view(await asyncio.to_thread(AppState.of(request).jobs.require, job_id))
 
     @router.get("/jobs/{job_id}/image", response_class=Response)
     async def image(request: Request, job_id: str) -> Response:
-        """The PNG of a succeeded job."""
+        """The PNG of a succeeded job; where results live in S3, a 307 redirect to a
+        presigned URL of it (valid five minutes at most), so the image never passes through
+        this process nor Lambda's 6 MB response limit."""
         jobs = AppState.of(request).jobs
-        png = jobs.image(job_id)
+        url = await asyncio.to_thread(jobs.image_url, job_id)
+        if url is not None:
+            return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+        png = await asyncio.to_thread(jobs.image, job_id)
         if png is None:
-            job = jobs.require(job_id)
+            job = await asyncio.to_thread(jobs.require, job_id)
             retry = None if job.status.final else 1.0
             raise JobNotReady(f"job {job_id} is {job.status.value}: no image", retry_after=retry)
         return Response(png, media_type="image/png")
@@ -63,7 +71,7 @@ def build_router(request_model: type[GenerateRequestBase]) -> APIRouter:
         """Server-Sent Events: the job now, then each change (state, every step) until it is
         final. Closing the stream does not cancel the job."""
         jobs = AppState.of(request).jobs
-        jobs.require(job_id)  # a 404 before the stream starts
+        await asyncio.to_thread(jobs.require, job_id)  # a 404 before the stream starts
 
         async def stream() -> AsyncIterator[str]:
             async for job in jobs.events(job_id):
@@ -82,11 +90,20 @@ def build_router(request_model: type[GenerateRequestBase]) -> APIRouter:
     @router.delete("/jobs/{job_id}")
     async def cancel(request: Request, job_id: str) -> JSONResponse:
         """Cancel: a queued job leaves the queue; a running one stops at its next step."""
-        return JSONResponse(job_view(AppState.of(request).jobs.cancel(job_id)))
+        return JSONResponse(job_view(await cancel_job(request, job_id)))
 
     @router.post("/jobs/{job_id}/cancel")
     async def cancel_post(request: Request, job_id: str) -> JSONResponse:
         """The same as `DELETE /jobs/{id}`."""
-        return JSONResponse(job_view(AppState.of(request).jobs.cancel(job_id)))
+        return JSONResponse(job_view(await cancel_job(request, job_id)))
 
     return router
+
+
+async def cancel_job(request: Request, job_id: str) -> Job:
+    """Cancel on the event loop (a queued job's task is canceled there); a job held by another
+    process is recorded canceled in the store, from a thread."""
+    jobs = AppState.of(request).jobs
+    if jobs.holds(job_id):
+        return jobs.cancel(job_id)
+    return await asyncio.to_thread(jobs.cancel, job_id)

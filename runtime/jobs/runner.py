@@ -3,25 +3,41 @@ request), run when the job's turn comes, report progress and a measured ETA, can
 
 An accepted job holds its place in the admission gate from submission, so it will run or be
 reported failed, never silently dropped: a drain waits for it like any request, and one cut off
-at the drain deadline is recorded `failed`. The store here is local to the process's machine:
-jobs that were queued or running when a previous process ended are recorded `failed: lost with
-its process` when the next one starts (there is no other replica to take them over).
+at the drain deadline is recorded `failed`.
+
+A process that dies (SIGKILL, out of memory, a Lambda timeout) cannot say so, so a job is held
+under a lease: its holder renews `lease_until` every third of `lease_s` while the job is queued
+or running, and a job found past its lease is recorded `failed: lost with its process` by
+whichever replica reads it first (a conditional write: one of them wins). It is not run again
+elsewhere: a job that killed its process (an image too large for memory, a driver fault) would
+go on to kill the next, and its client may no longer want it; the record says what happened and
+the client resubmits. A holder that finds its job's record changed under it (canceled from
+another replica, or declared lost while it was stalled) stops the work at its next step. With a
+store only this process uses (a local folder), jobs left pending by the previous process are
+recorded lost at start.
+
+On Lambda (`dispatch` given) a submission only records the job and hands it to an asynchronous
+invocation of the function; `run_stored` is that invocation's side: claim the job (a
+conditional write, so a duplicate delivery runs nothing), run it, record the outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Hashable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from runtime.errors import Canceled, ThawError
-from runtime.jobs.store import Job, JobStatus, JobStore
+from runtime.jobs.store import DISPATCHED, Job, JobStatus, JobStore
 from runtime.lifecycle.notify import Notifier
 from runtime.lifecycle.service import Service
 from runtime.work import Control
@@ -33,6 +49,11 @@ R = TypeVar("R")
 
 SAVE_EVERY_S = 1.0
 """Progress is written to the store at most this often (every state change is written)."""
+
+POLL_S = 0.5
+"""How often a stream of another process's job reads the store for changes."""
+
+LOST = "lost with the process that ran it (it stopped renewing its lease)"
 
 
 class JobConflict(ThawError):
@@ -47,13 +68,38 @@ class JobNotFound(ThawError):
     code = "not_found"
 
 
+class DispatchFailed(ThawError):
+    """The job could not be handed to a worker invocation; nothing was kept, submit again."""
+
+    code = "dispatch_failed"
+
+
+class JobWork(NamedTuple):
+    """What running a job takes: the item, its batch function and key, and how to encode the
+    result as a PNG and its metadata."""
+
+    item: Any
+    batch: Callable[[Any, list[Any]], list[Any]]
+    key: Hashable | None
+    encode: Callable[[Any], tuple[bytes, dict[str, Any]]]
+
+
+def process_owner() -> str:
+    """This process's name in a job's `owner`: host, pid and a random part (pids repeat)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 def request_hash(request: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
 
 
 class Jobs(Generic[P]):
     """The jobs of one service. `submit` and the readers run on the event loop; progress
-    arrives from inference threads (thread-safe)."""
+    arrives from inference threads, lease renewals from a thread of their own (thread-safe).
+
+    `lease_s`: how long a job stays held without a renewal. `dispatch(job_id)`: hand a new job
+    to another invocation instead of running it here (Lambda); it must start within
+    `start_within_s` or it is recorded lost."""
 
     def __init__(
         self,
@@ -61,20 +107,33 @@ class Jobs(Generic[P]):
         store: JobStore,
         *,
         ttl_s: float,
+        lease_s: float = 30.0,
+        start_within_s: float = 120.0,
+        dispatch: Callable[[str], None] | None = None,
+        owner: str | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.service = service
         self.store = store
         self.ttl_s = ttl_s
+        self.lease_s = lease_s
+        self.start_within_s = start_within_s
+        self.dispatch = dispatch
+        self.owner = owner or process_owner()
         self._wall = wall
         self._lock = threading.Lock()
+        self._writes = threading.Lock()  # this process's writes of a record, one at a time
         self._live: dict[str, Job] = {}
+        self._versions: dict[str, str] = {}
         self._controls: dict[str, Control] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._saved_at: dict[str, float] = {}
         self._changed = Notifier()
         self._version = 0
-        self._recover()
+        self._renewing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if store.exclusive:
+            self._recover()
 
     # -- submitting ----------------------------------------------------------------------------
 
@@ -96,6 +155,8 @@ class Jobs(Generic[P]):
             existing = self.get(job_id)
             if existing is not None:
                 return self._same(existing, digest), False
+        if self.dispatch is not None:
+            return self._dispatch(self.dispatch, request, digest, job_id)
         ticket = self.service.reserve(job_id)
         now = self._wall()
         job = Job(
@@ -104,23 +165,70 @@ class Jobs(Generic[P]):
             request_hash=digest,
             created_at=now,
             expires_at=now + self.ttl_s,
+            owner=self.owner,
+            lease_until=now + self.lease_s,
         )
-        if not self.store.create(job):  # another submission with this id won the race
+        version = self.store.create(job)
+        if version is None:  # another submission with this id won the race
             self.service.gate.release(ticket)
-            existing = self.get(job.id)
-            if existing is None:
-                raise JobConflict(f"job {job.id} is being replaced; try again", retry_after=1)
-            return self._same(existing, digest), False
+            return self._existing(job.id, digest), False
+        control = self._hold(job, version)
+        self._tasks[job.id] = asyncio.ensure_future(
+            self._run(job.id, item, batch, key, encode, control, ticket)
+        )
+        log.info("job accepted", extra={"job_id": job.id})
+        return job, True
+
+    def _existing(self, job_id: str, digest: str) -> Job:
+        existing = self.get(job_id)
+        if existing is None:
+            raise JobConflict(f"job {job_id} is being replaced; try again", retry_after=1)
+        return self._same(existing, digest)
+
+    def _hold(self, job: Job, version: str) -> Control:
+        """Make `job` (just stored at `version`) one this process runs and renews."""
         control = Control()
         control.on_start(lambda: self._started(job.id))
         control.listen(lambda step, steps: self._progress(job.id, step, steps))
         with self._lock:
             self._live[job.id] = job
+            self._versions[job.id] = version
             self._controls[job.id] = control
-        self._tasks[job.id] = asyncio.ensure_future(
-            self._run(job.id, item, batch, key, encode, control, ticket)
+        self._loop = asyncio.get_running_loop()
+        self._keep_leases()
+        return control
+
+    def _dispatch(
+        self,
+        dispatch: Callable[[str], None],
+        request: dict[str, Any],
+        digest: str,
+        job_id: str | None,
+    ) -> tuple[Job, bool]:
+        """Record the job for another invocation and hand it over; it must be claimed within
+        `start_within_s`. A hand-over that fails leaves nothing behind: the client submits
+        again, under the same id if it chose one."""
+        now = self._wall()
+        job = Job(
+            id=job_id or uuid.uuid4().hex,
+            request=request,
+            request_hash=digest,
+            created_at=now,
+            expires_at=now + self.ttl_s,
+            owner=DISPATCHED,
+            lease_until=now + self.start_within_s,
         )
-        log.info("job accepted", extra={"job_id": job.id})
+        if self.store.create(job) is None:
+            return self._existing(job.id, digest), False
+        try:
+            dispatch(job.id)
+        except Exception as exc:
+            log.warning("job not dispatched", extra={"job_id": job.id, "error": repr(exc)[:300]})
+            self.store.delete(job.id)
+            raise DispatchFailed(
+                f"job {job.id} could not be handed to a worker; submit it again", retry_after=1
+            ) from exc
+        log.info("job dispatched", extra={"job_id": job.id})
         return job, True
 
     def _same(self, existing: Job, digest: str) -> Job:
@@ -176,12 +284,22 @@ class Jobs(Generic[P]):
         self._change(job_id, step=step, steps=steps, step_seconds=seconds, save=False)
 
     def _finish(self, job_id: str, status: JobStatus, **fields: Any) -> None:
-        self._change(job_id, status=status, finished_at=self._wall(), save=True, **fields)
+        with self._lock:
+            held = job_id in self._live
+        if not held:  # settled elsewhere (canceled from another replica, declared lost)
+            return
+        self._change(
+            job_id, status=status, finished_at=self._wall(), lease_until=None, save=True, **fields
+        )
+        self._release(job_id)
+        log.info("job finished", extra={"job_id": job_id, "status": status.value})
+
+    def _release(self, job_id: str) -> None:
         with self._lock:
             self._live.pop(job_id, None)
+            self._versions.pop(job_id, None)
             self._controls.pop(job_id, None)
             self._saved_at.pop(job_id, None)
-        log.info("job finished", extra={"job_id": job_id, "status": status.value})
 
     def _change(self, job_id: str, *, save: bool, **fields: Any) -> None:
         with self._lock:
@@ -194,30 +312,114 @@ class Jobs(Generic[P]):
             save = save or now - self._saved_at.get(job_id, 0.0) >= SAVE_EVERY_S
             if save:
                 self._saved_at[job_id] = now
-            snapshot = Job.from_json(job.to_json())
         if save:
-            self.store.update(snapshot)
+            self._save(job_id)
+        self._notify()
+
+    def _notify(self) -> None:
         with self._changed.lock:
             self._version += 1
             self._changed.notify_all()
+
+    def _save(self, job_id: str) -> None:
+        """Write this process's job as it is now, with its lease renewed, over the version it
+        last wrote. Losing that race means another process settled the job: let it go."""
+        with self._writes:
+            with self._lock:
+                job = self._live.get(job_id)
+                if job is None:
+                    return
+                if not job.status.final:
+                    job.lease_until = self._wall() + self.lease_s
+                snapshot = Job.from_json(job.to_json())
+                version = self._versions.get(job_id)
+            if version is None:
+                written: str | None = self.store.update(snapshot)
+            else:
+                written = self.store.replace(snapshot, version)
+            if written is None:
+                self._taken(job_id)
+                return
+            with self._lock:
+                if job_id in self._versions:
+                    self._versions[job_id] = written
+
+    def _taken(self, job_id: str) -> None:
+        """The record changed under this process (canceled from another replica, or declared
+        lost while this process stalled past its lease): stop the work and write no more."""
+        log.warning("job settled elsewhere: its work here stops", extra={"job_id": job_id})
+        with self._lock:
+            control = self._controls.get(job_id)
+        self._release(job_id)
+        task = self._tasks.get(job_id)
+        if control is not None:
+            control.cancel()  # a running job stops at its next step
+        if task is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(task.cancel)  # a queued one leaves the queue
+        self._notify()
+
+    # -- leases ----------------------------------------------------------------------------------
+
+    def _keep_leases(self) -> None:
+        """Renew the leases of this process's jobs while it has any (one thread, started when
+        the first job is held, gone when the last is released)."""
+        with self._lock:
+            if self._renewing:
+                return
+            self._renewing = True
+        threading.Thread(target=self._renew, name="thaw-job-leases", daemon=True).start()
+
+    def _renew(self) -> None:
+        while True:
+            time.sleep(self.lease_s / 3)
+            with self._lock:
+                held = list(self._live)
+                if not held:
+                    self._renewing = False
+                    return
+            for job_id in held:
+                try:
+                    self._save(job_id)
+                except Exception as exc:  # the next renewal tries again; the lease has slack
+                    log.warning(
+                        "job lease not renewed", extra={"job_id": job_id, "error": repr(exc)[:300]}
+                    )
 
     # -- reading and canceling -------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job | None:
         """The job as it is now (live figures for this process's jobs), None if unknown or
-        expired (an expired job is deleted)."""
+        expired (an expired job is deleted). A job found past its lease is recorded lost."""
         with self._lock:
             live = self._live.get(job_id)
             if live is not None:
                 return Job.from_json(live.to_json())
-        try:
-            job = self.store.get(job_id)
-        except ValueError:  # not a valid id: no such job
-            return None
-        if job is not None and job.status.final and job.expires_at <= self._wall():
-            self.store.delete(job_id)
-            return None
+        job: Job | None = None
+        for _ in range(3):  # a lost race to settle a lapsed job: read what the winner wrote
+            try:
+                found = self.store.read(job_id)
+            except ValueError:  # not a valid id: no such job
+                return None
+            if found is None:
+                return None
+            job, version = found
+            now = self._wall()
+            lapsed = _lapsed(job, now)
+            if (job.status.final or lapsed) and job.expires_at <= now:
+                self.store.delete(job_id)
+                return None
+            if not lapsed:
+                return job
+            settled = self._settle(job, version, JobStatus.FAILED, error=_lost_error(job))
+            if settled is not None:
+                log.warning("job lost", extra={"job_id": job_id, "owner": job.owner})
+                return settled
         return job
+
+    def holds(self, job_id: str) -> bool:
+        """This process runs the job (its figures are live here)."""
+        with self._lock:
+            return job_id in self._live
 
     def require(self, job_id: str) -> Job:
         job = self.get(job_id)
@@ -229,13 +431,27 @@ class Jobs(Generic[P]):
         job = self.require(job_id)
         return self.store.image(job_id) if job.status is JobStatus.SUCCEEDED else None
 
+    def image_url(self, job_id: str, *, max_s: float = 300.0) -> str | None:
+        """A short-lived URL of a succeeded job's image where the store has one (S3: presigned,
+        valid `max_s` seconds at most and never past the job's expiry), else None."""
+        job = self.require(job_id)
+        if job.status is not JobStatus.SUCCEEDED:
+            return None
+        seconds = min(max_s, job.expires_at - self._wall())
+        return self.store.image_url(job_id, max(1, int(seconds)))
+
     def cancel(self, job_id: str) -> Job:
-        """A queued job leaves the queue at once; a running one stops at its next step."""
+        """A queued job leaves the queue at once; a running one stops at its next step. A job
+        another process holds is recorded canceled here; that process stops it when its next
+        write (a step's progress, a lease renewal) finds the record changed."""
+        with self._lock:
+            held = job_id in self._live
+            control = self._controls.get(job_id)
+        if not held:
+            return self._cancel_elsewhere(job_id)
         job = self.require(job_id)
         if job.status.final:
             return job
-        with self._lock:
-            control = self._controls.get(job_id)
         task = self._tasks.get(job_id)
         if job.status is JobStatus.QUEUED and task is not None:
             task.cancel()  # its place in the queue is released as the task ends
@@ -243,27 +459,115 @@ class Jobs(Generic[P]):
             control.cancel()
         return self.require(job_id)
 
+    def _cancel_elsewhere(self, job_id: str) -> Job:
+        for _ in range(3):
+            job = self.require(job_id)  # a lapsed job is recorded lost first
+            if job.status.final:
+                return job
+            found = self.store.read(job_id)
+            if found is None:
+                break
+            settled = self._settle(found[0], found[1], JobStatus.CANCELED)
+            if settled is not None:
+                log.info("job canceled", extra={"job_id": job_id, "owner": found[0].owner})
+                return settled
+        return self.require(job_id)
+
+    def _settle(self, job: Job, version: str, status: JobStatus, **fields: Any) -> Job | None:
+        """Record a job this process does not hold as final, if nobody wrote it since
+        `version`; None when someone did."""
+        settled = Job.from_json(job.to_json())
+        settled.status = status
+        settled.finished_at = self._wall()
+        settled.lease_until = None
+        for name, value in fields.items():
+            setattr(settled, name, value)
+        if self.store.replace(settled, version) is None:
+            return None
+        self._notify()
+        return settled
+
     async def events(self, job_id: str, *, heartbeat_s: float = 15.0) -> AsyncIterator[Job | None]:
-        """The job now, then at each change until it is final; None as a heartbeat."""
-        job = self.require(job_id)
+        """The job now, then at each change until it is final; None as a heartbeat. Another
+        process's job is read from the store every `POLL_S`."""
+        job = await asyncio.to_thread(self.require, job_id)
         yield job
+        quiet_since = time.monotonic()
         while not job.status.final:
             with self._changed.lock:
                 seen = self._version
+            with self._lock:
+                here = job_id in self._live
 
             def moved(seen: int = seen) -> bool:
                 return self._version != seen
 
-            changed = await self._changed.wait_for_async(moved, heartbeat_s)
-            if not changed:
+            changed = await self._changed.wait_for_async(moved, heartbeat_s if here else POLL_S)
+            if changed or not here:
+                latest = await asyncio.to_thread(self.get, job_id)
+                if latest is None:
+                    return
+                if _visible(latest) != _visible(job):
+                    job = latest
+                    quiet_since = time.monotonic()
+                    yield job
+                    continue
+            if time.monotonic() - quiet_since >= heartbeat_s:
+                quiet_since = time.monotonic()
                 yield None
-                continue
-            latest = self.get(job_id)
-            if latest is None:
-                return
-            if latest != job:
-                job = latest
-                yield job
+
+    # -- a job another invocation recorded (Lambda's asynchronous worker) -------------------------
+
+    async def run_stored(
+        self, job_id: str, build: Callable[[dict[str, Any]], JobWork], *, budget_s: float
+    ) -> dict[str, Any]:
+        """Claim a dispatched job and run it here within `budget_s` seconds; return what
+        happened. A job already claimed, settled or gone runs nothing (an asynchronous event
+        may be delivered more than once); one past its start deadline is recorded lost."""
+        found = await asyncio.to_thread(self.store.read, job_id)
+        if found is None:
+            return {"job_id": job_id, "ran": False, "reason": "no such job"}
+        job, version = found
+        if job.status.final:
+            return {"job_id": job_id, "ran": False, "reason": f"already {job.status.value}"}
+        if job.owner != DISPATCHED:
+            self.get(job_id)  # records it lost if its holder's lease has lapsed
+            return {"job_id": job_id, "ran": False, "reason": "held by another worker"}
+        if _lapsed(job, self._wall()):
+            self.get(job_id)
+            return {"job_id": job_id, "ran": False, "reason": "not claimed before its deadline"}
+        job.owner = self.owner
+        job.lease_until = self._wall() + self.lease_s
+        claimed = await asyncio.to_thread(self.store.replace, job, version)
+        if claimed is None:
+            return {"job_id": job_id, "ran": False, "reason": "claimed by another worker"}
+        control = self._hold(job, claimed)
+        try:
+            work = build(job.request)
+            ticket = self.service.reserve(job_id)
+        except ThawError as exc:
+            self._finish(job_id, JobStatus.FAILED, error={"code": exc.code, "message": str(exc)})
+            return {"job_id": job_id, "ran": False, "reason": exc.code}
+        task = asyncio.ensure_future(
+            self._run(job_id, work.item, work.batch, work.key, work.encode, control, ticket)
+        )
+        self._tasks[job_id] = task
+        log.info("job claimed", extra={"job_id": job_id})
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, budget_s))
+        if not done:
+            # The invocation must answer before Lambda ends it: record why, stop the work.
+            self._finish(
+                job_id,
+                JobStatus.FAILED,
+                error={
+                    "code": "deadline_exceeded",
+                    "message": f"the job ran past its worker's {budget_s:.0f}s budget",
+                },
+            )
+            control.cancel()
+        final = self.store.get(job_id)
+        status = final.status.value if final is not None else "gone"
+        return {"job_id": job_id, "ran": True, "status": status}
 
     # -- housekeeping ----------------------------------------------------------------------------
 
@@ -284,5 +588,24 @@ class Jobs(Generic[P]):
             if job is not None and not job.status.final:
                 job.status = JobStatus.FAILED
                 job.finished_at = self._wall()
-                job.error = {"code": "lost", "message": "lost with the process that ran it"}
+                job.lease_until = None
+                job.error = {"code": "lost", "message": LOST}
                 self.store.update(job)
+
+
+def _lapsed(job: Job, now: float) -> bool:
+    """Not final and past its lease: its holder is gone (or never came)."""
+    return not job.status.final and job.lease_until is not None and job.lease_until <= now
+
+
+def _lost_error(job: Job) -> dict[str, Any]:
+    if job.owner == DISPATCHED:
+        message = "never started: no worker claimed it before its start deadline"
+    else:
+        message = LOST
+    return {"code": "lost", "message": message}
+
+
+def _visible(job: Job) -> Job:
+    """The job as a client sees it (a lease renewal is no change)."""
+    return dataclasses.replace(job, owner=None, lease_until=None)

@@ -1,19 +1,27 @@
 """Job records and where they live.
 
-A job is a JSON record (and, once done, its PNG) under a folder of its own. Every write goes to
-a temporary file first and is renamed into place, so a reader never sees half a record and a
-crash leaves the previous one. `create` claims an id exclusively (O_EXCL), so two submissions
-with one client-chosen id cannot both start a job.
+A job is a JSON record (and, once done, its PNG). Every store gives each record a version (an
+S3 ETag, a digest of the local file) and two atomic writes: `create` claims an id exclusively,
+so two submissions with one client-chosen id cannot both start a job, and `replace` writes only
+over the version the writer read, so of two writers racing on one job (a replica finishing it,
+another declaring it lost or canceling it) exactly one wins and the other learns it lost.
+
+`LocalJobStore` keeps the jobs in a local folder (one process uses it: a single pod with a
+volume); `runtime.jobs.s3store.S3JobStore` keeps them in S3, shared by every replica.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -21,6 +29,10 @@ from typing import Any, Protocol
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 """What a job id may be (a client-chosen one included): safe as a file name and in a URL."""
+
+DISPATCHED = "dispatched"
+"""The owner of a job handed to another invocation (Lambda's asynchronous queue) that has not
+claimed it yet."""
 
 
 class JobStatus(StrEnum):
@@ -61,6 +73,11 @@ class Job:
     step_seconds: float | None = None
     error: dict[str, Any] | None = None
     result: dict[str, Any] = field(default_factory=dict)
+    owner: str | None = None
+    """Who holds the job while it is not final: a process's id, or `DISPATCHED` while it waits
+    in Lambda's queue of asynchronous invocations."""
+    lease_until: float | None = None
+    """The holder renews this while it holds the job; a job not final past it is lost."""
 
     def to_json(self) -> dict[str, Any]:
         record = asdict(self)
@@ -73,18 +90,33 @@ class Job:
 
 
 class JobStore(Protocol):
-    """Where job records and images live."""
+    """Where job records and images live. A version is an opaque token (never empty) that
+    changes with every write of the record."""
 
-    def create(self, job: Job) -> bool:
-        """Store a new job; False when a job with this id exists already."""
+    exclusive: bool
+    """One process uses the store at a time: jobs left pending in it at start are lost."""
+
+    def create(self, job: Job) -> str | None:
+        """Store a new job and return its version; None when a job with this id exists."""
 
     def get(self, job_id: str) -> Job | None: ...
 
-    def update(self, job: Job) -> None: ...
+    def read(self, job_id: str) -> tuple[Job, str] | None:
+        """The job and its version, or None when there is no such job."""
+
+    def update(self, job: Job) -> str:
+        """Write the record whatever its version; return the new version."""
+
+    def replace(self, job: Job, version: str) -> str | None:
+        """Write the record only if it is still at `version`; return the new version, or None
+        when another writer got there first (or the job is gone)."""
 
     def put_image(self, job_id: str, png: bytes) -> None: ...
 
     def image(self, job_id: str) -> bytes | None: ...
+
+    def image_url(self, job_id: str, expires_in_s: int) -> str | None:
+        """A URL the client may fetch the image from directly, or None to stream it."""
 
     def delete(self, job_id: str) -> None: ...
 
@@ -92,30 +124,55 @@ class JobStore(Protocol):
 
 
 class LocalJobStore:
-    """Jobs in a local folder: `<root>/<id>/job.json` and `<root>/<id>/image.png`."""
+    """Jobs in a local folder: `<root>/<id>/job.json` and `<root>/<id>/image.png`.
+
+    A record's version is a digest of its bytes; `replace` compares and writes under an
+    exclusive `flock` on the job's folder, so writers in this process and another on the
+    same machine take turns."""
+
+    exclusive = True
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
 
-    def create(self, job: Job) -> bool:
+    def create(self, job: Job) -> str | None:
         folder = self._folder(job.id)
         try:
             folder.mkdir()  # atomic: exactly one creator wins
         except FileExistsError:
-            return False
-        self.update(job)
-        return True
+            return None
+        return self.update(job)
 
     def get(self, job_id: str) -> Job | None:
+        found = self.read(job_id)
+        return None if found is None else found[0]
+
+    def read(self, job_id: str) -> tuple[Job, str] | None:
         try:
-            record = json.loads((self._folder(job_id) / "job.json").read_text(encoding="utf-8"))
+            raw = (self._folder(job_id) / "job.json").read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return Job.from_json(record)
+        return Job.from_json(json.loads(raw)), _digest(raw)
 
-    def update(self, job: Job) -> None:
-        self._write(self._folder(job.id) / "job.json", json.dumps(job.to_json()).encode())
+    def update(self, job: Job) -> str:
+        raw = json.dumps(job.to_json()).encode()
+        with self._locked(job.id):
+            self._write(self._folder(job.id) / "job.json", raw)
+        return _digest(raw)
+
+    def replace(self, job: Job, version: str) -> str | None:
+        raw = json.dumps(job.to_json()).encode()
+        path = self._folder(job.id) / "job.json"
+        try:
+            with self._locked(job.id):
+                if _digest(path.read_bytes()) != version:
+                    return None
+                self._write(path, raw)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return _digest(raw)
 
     def put_image(self, job_id: str, png: bytes) -> None:
         self._write(self._folder(job_id) / "image.png", png)
@@ -125,6 +182,9 @@ class LocalJobStore:
             return (self._folder(job_id) / "image.png").read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
+
+    def image_url(self, job_id: str, expires_in_s: int) -> str | None:
+        return None  # a local file has no URL of its own: the server streams it
 
     def delete(self, job_id: str) -> None:
         shutil.rmtree(self._folder(job_id), ignore_errors=True)
@@ -137,6 +197,13 @@ class LocalJobStore:
             raise ValueError(f"not a job id: {job_id!r}")
         return self.root / job_id
 
+    @contextlib.contextmanager
+    def _locked(self, job_id: str) -> Iterator[None]:
+        """This job's records to one writer at a time, in this process and across processes."""
+        with self._lock, open(self._folder(job_id) / ".lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -148,3 +215,7 @@ class LocalJobStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
             raise
+
+
+def _digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()[:32]

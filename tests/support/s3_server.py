@@ -10,6 +10,10 @@ a warm start downloads nothing and a connection cut mid-object fails cleanly:
   an object whose path ends with `suffix` send `n` body bytes and then drop the connection (cut)
   or hang (stall); `DELETE /_thaw/fault` heals it.
 
+Writes (PUT, POST, DELETE) are served one at a time. moto checks a conditional write's
+`If-None-Match`/`If-Match` and then stores the object in two steps, with no lock between them,
+so two threads could both pass the check; S3 makes the pair atomic, and so does this layer.
+
 Run: `python -m tests.support.s3_server PORT`. Tests use `S3Server`.
 """
 
@@ -39,6 +43,7 @@ class Faults:
     def __init__(self, app: Callable[[Environ, StartResponse], Iterable[bytes]]) -> None:
         self.app = app
         self.lock = threading.Lock()
+        self.writes = threading.Lock()
         self.requests: list[str] = []
         self.fault: dict[str, Any] | None = None
 
@@ -54,6 +59,9 @@ class Faults:
         with self.lock:
             self.requests.append(label)
             fault = self.fault
+        if method in ("PUT", "POST", "DELETE"):
+            with self.writes:
+                return list(self.app(environ, start_response))
         body = self.app(environ, start_response)
         if method == "GET" and fault and path.endswith(fault["key"]):
             return self._broken(body, fault)

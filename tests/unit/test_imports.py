@@ -16,3 +16,14 @@ def test_importing_the_app_leaves_heavy_modules_out() -> None:
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
     )
     assert json.loads(run_python(code).strip().splitlines()[-1]) == []
+
+
+def test_a_jobs_store_in_s3_imports_boto3_only_when_it_is_used() -> None:
+    code = (
+        "import json, sys\n"
+        "from runtime.settings import Settings\n"
+        "from handler.app import job_store\n"
+        "store = job_store(Settings.from_env({'THAW_JOBS_URL': 's3://bucket/jobs'}))\n"
+        "print(json.dumps([type(store).__name__, 'boto3' in sys.modules]))\n"
+    )
+    assert json.loads(run_python(code).strip().splitlines()[-1]) == ["S3JobStore", False]
