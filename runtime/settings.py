@@ -138,6 +138,22 @@ def _url(env: EnvReader, name: str) -> str | None:
     return value
 
 
+def _jobs_url(env: EnvReader) -> str | None:
+    """THAW_JOBS_URL: `s3://bucket[/prefix]`, where every replica keeps its jobs (else the
+    local folder THAW_JOBS_DIR; both at once would be ambiguous)."""
+    value = env.optional("JOBS_URL")
+    if value is None:
+        return None
+    bucket = value.removeprefix("s3://").partition("/")[0]
+    if not value.startswith("s3://") or not bucket:
+        raise SettingsError(f"{PREFIX}JOBS_URL={value!r} must be s3://bucket or s3://bucket/prefix")
+    if env.optional("JOBS_DIR") is not None:
+        raise SettingsError(
+            f"{PREFIX}JOBS_URL and {PREFIX}JOBS_DIR are both set: jobs live in one place"
+        )
+    return value
+
+
 _said: set[str] = set()
 
 
@@ -224,6 +240,8 @@ class Settings:
     metrics_namespace: str = "thaw"
     job_ttl_s: float = 86_400.0
     jobs_dir: Path | None = None
+    jobs_url: str | None = None
+    job_lease_s: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -283,6 +301,8 @@ class Settings:
             metrics_namespace=env.string("METRICS_NAMESPACE", "thaw"),
             job_ttl_s=env.number("JOB_TTL_S", 86_400.0, minimum=1.0),
             jobs_dir=Path(jobs_dir) if (jobs_dir := env.optional("JOBS_DIR")) else None,
+            jobs_url=_jobs_url(env),
+            job_lease_s=env.number("JOB_LEASE_S", 30.0, minimum=1.0, maximum=3600.0),
         )
 
     def retry_policy_args(self) -> dict[str, float | int | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,25 @@ def test_unset_model_means_the_embedded_default() -> None:
     config = Config.from_env({"THAW_CACHE_DIR": "/c"})
     assert config.model_ref == "/c/tiny-sd"
     assert Config.from_env({"THAW_MODEL": "/m"}).model_ref == "/m"
+
+
+def test_jobs_live_in_s3_when_a_jobs_url_is_given() -> None:
+    settings = Settings.from_env({"THAW_JOBS_URL": "s3://bucket/jobs/", "THAW_JOB_LEASE_S": "9"})
+    assert settings.jobs_url == "s3://bucket/jobs/"
+    assert settings.job_lease_s == 9
+    assert Settings.from_env({}).jobs_url is None
+    assert Settings.from_env({}).job_lease_s == 30
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"THAW_JOBS_URL": "/var/jobs"}, "THAW_JOBS_URL='/var/jobs'"),
+        ({"THAW_JOBS_URL": "s3://"}, "THAW_JOBS_URL='s3://'"),
+        ({"THAW_JOBS_URL": "s3://b", "THAW_JOBS_DIR": "/j"}, "THAW_JOBS_DIR are both set"),
+        ({"THAW_JOB_LEASE_S": "0.5"}, "THAW_JOB_LEASE_S=0.5"),
+    ],
+)
+def test_a_bad_jobs_setting_fails_naming_it(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(named)):
+        Settings.from_env(environ)
