@@ -12,7 +12,7 @@ import copy
 import re
 from dataclasses import replace
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
@@ -53,6 +53,19 @@ class ImagesRequestBase(BaseModel):
     quality: str | None = Field(None, description="Accepted and ignored.")
     style: str | None = Field(None, description="Accepted and ignored.")
     output_format: Literal["png"] | None = Field(None, description="Only PNG is made.")
+
+    max_images: ClassVar[int] = 1
+    """THAW_MAX_BATCH: `images_request_model` sets it."""
+
+    @field_validator("n", mode="before")
+    @classmethod
+    def _n_within_batch(cls, n: Any) -> Any:
+        # Before pydantic's own `le` check, to say which setting bounds it.
+        if isinstance(n, int) and n > cls.max_images:
+            raise ValueError(
+                f"at most {cls.max_images} images a request (THAW_MAX_BATCH={cls.max_images})"
+            )
+        return n
 
     @field_validator("size")
     @classmethod
@@ -116,6 +129,7 @@ def images_request_model(
         n=(int, n_field),
         **shared,
     )
+    model.max_images = max_images
     return model
 
 

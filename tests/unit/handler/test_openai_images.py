@@ -65,6 +65,8 @@ def test_thaw_bounds_hold_and_n_is_at_most_the_batch() -> None:
     for fields in ({"n": 5}, {"n": 0}, {"num_inference_steps": 11}, {"prompt": ""}, {"x": 1}):
         with pytest.raises(ValidationError):
             request(**fields)
+    with pytest.raises(ValidationError, match=r"at most 4 images a request \(THAW_MAX_BATCH=4\)"):
+        request(n=5)
     assert request(user="u", quality="standard", style="vivid", model="dall-e-3").n == 1
 
 
