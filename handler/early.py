@@ -15,9 +15,12 @@ from contextlib import AbstractContextManager, nullcontext
 
 from handler.child import LOAD_REF
 from handler.config import Config
-from runtime import collector
-from runtime.settings import PreloadPolicy, Settings, SettingsError, WorkerMode
+from runtime import collector, cpus
+from runtime.settings import PreloadPolicy, Settings, SettingsError, WorkerMode, WorkerStart
 from runtime.worker import WorkerProcess
+
+HOLD_S = 30.0
+"""The longest a held worker waits for the server to listen before it loads anyway."""
 
 
 def startup_collector(environ: Mapping[str, str]) -> AbstractContextManager[None]:
@@ -30,13 +33,31 @@ def startup_collector(environ: Mapping[str, str]) -> AbstractContextManager[None
     return collector.paused() if settings.gc_pause else nullcontext()
 
 
-def start_worker_early(environ: Mapping[str, str]) -> WorkerProcess | None:
+def start_worker_early(
+    environ: Mapping[str, str], available_cpus: float | None = None
+) -> WorkerProcess | None:
     """Start the worker now if the settings will load it at startup anyway (process worker,
-    background or eager preload). Invalid settings start nothing: the app reports them."""
+    background or eager preload). Invalid settings start nothing: the app reports them.
+
+    With fewer than two CPUs (affinity or cgroup quota, `runtime.cpus`) and a background
+    preload, the worker is held until the server listens (`THAW_WORKER_START`): the server's
+    imports and the worker's would share one CPU, and the server would listen later for nothing.
+    An eager preload waits for the load before listening, so it is never held."""
     try:
         settings = Config.from_env(environ).runtime
     except SettingsError:
         return None
     if settings.worker is not WorkerMode.PROCESS or settings.preload is PreloadPolicy.LAZY:
         return None
-    return WorkerProcess.start_early(LOAD_REF, env=environ)
+    return WorkerProcess.start_early(
+        LOAD_REF, env=environ, hold_s=HOLD_S if held(settings, available_cpus) else None
+    )
+
+
+def held(settings: Settings, available_cpus: float | None = None) -> bool:
+    """Whether the early worker waits for the server to listen before it imports and loads."""
+    if settings.preload is not PreloadPolicy.BACKGROUND:
+        return False
+    if settings.worker_start is WorkerStart.AUTO:
+        return (cpus.available() if available_cpus is None else available_cpus) < 2
+    return settings.worker_start is WorkerStart.AFTER_LISTEN

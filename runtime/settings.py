@@ -187,6 +187,20 @@ class WorkerMode(StrEnum):
     """In the server's own process, loaded in a thread."""
 
 
+class WorkerStart(StrEnum):
+    """When `python -m handler` lets its model worker import and load."""
+
+    AUTO = "auto"
+    """At once where at least two CPUs are available, after the server listens below that."""
+
+    EARLY = "early"
+    """At once, before the server imports its web stack: the two overlap on separate CPUs."""
+
+    AFTER_LISTEN = "after_listen"
+    """Started at once but held until the server listens: on one CPU the two would share it and
+    the server would listen later without the model being ready any sooner."""
+
+
 def _worker(env: EnvReader) -> WorkerMode:
     if (env.raw("WORKER") or "").lower() == "thread":  # the name before 2026-12-02
         _deprecated("THAW_WORKER=thread is deprecated: it is now THAW_WORKER=inline")
@@ -237,6 +251,7 @@ class Settings:
     gc_pause: bool = True
     emf: bool = True
     worker: WorkerMode = WorkerMode.PROCESS
+    worker_start: WorkerStart = WorkerStart.AUTO
     metrics_namespace: str = "thaw"
     job_ttl_s: float = 86_400.0
     jobs_dir: Path | None = None
@@ -298,6 +313,7 @@ class Settings:
             gc_pause=env.flag("GC_PAUSE", True),
             emf=env.flag("EMF", True),
             worker=_worker(env),
+            worker_start=env.choice("WORKER_START", WorkerStart, WorkerStart.AUTO),
             metrics_namespace=env.string("METRICS_NAMESPACE", "thaw"),
             job_ttl_s=env.number("JOB_TTL_S", 86_400.0, minimum=1.0),
             jobs_dir=Path(jobs_dir) if (jobs_dir := env.optional("JOBS_DIR")) else None,

@@ -1,0 +1,96 @@
+"""Where the server and its model worker would share one CPU, the server listens first.
+
+`python -m handler` starts its model worker before importing its web stack, so on two or more
+CPUs the two import side by side. On one CPU (a Lambda function under 1,769 MB, a pod with
+`limits.cpu: 1`) they would take turns on it, and the server would listen later without the
+model being ready any sooner: there the worker is started but held until the server listens
+(`THAW_WORKER_START=auto`, handler/early.py). Observed from the outside: a real server whose CPU
+affinity is one CPU, its log's order, and a model that still loads once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.server import ROOT, ServerProcess
+
+LISTENING = "Uvicorn running on"
+RELEASED = "model worker released"
+
+
+class PinnedServer(ServerProcess):
+    """`python -m handler` allowed to run on the given CPUs only (as `taskset` would)."""
+
+    def __init__(self, env: dict[str, str], cpus: set[int] | None) -> None:
+        super().__init__(env)
+        self.cpus = cpus
+
+    def start(self) -> PinnedServer:
+        cpus = self.cpus
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=None if cpus is None else (lambda: os.sched_setaffinity(0, cpus)),
+            )
+        return self
+
+
+def messages(log: str) -> list[str]:
+    found = []
+    for line in log.splitlines():
+        try:
+            found.append(str(json.loads(line).get("msg", "")))
+        except ValueError:
+            continue
+    return found
+
+
+def first(messages: list[str], text: str) -> int:
+    return next(i for i, m in enumerate(messages) if text in m)
+
+
+@pytest.fixture
+def started(request: pytest.FixtureRequest) -> Iterator[PinnedServer]:
+    env, cpus = request.param
+    server = PinnedServer({"THAW_LOG_FORMAT": "json", **env}, cpus).start()
+    try:
+        server.wait_live(60)
+        server.wait_ready(180)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "started",
+    [
+        pytest.param(({}, {0}), id="auto-on-one-cpu"),
+        pytest.param(({"THAW_WORKER_START": "after_listen"}, None), id="after-listen"),
+    ],
+    indirect=True,
+)
+def test_the_worker_waits_for_the_server_to_listen(started: PinnedServer) -> None:
+    said = messages(started.log)
+    assert first(said, LISTENING) < first(said, RELEASED), said
+    assert sum(RELEASED in m for m in said) == 1
+    health = started.get("/health").json()
+    assert health["status"] == "ready"
+    assert health["load_attempts"] == 1
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+@pytest.mark.parametrize("started", [pytest.param(({}, None), id="auto-on-two")], indirect=True)
+def test_with_two_cpus_the_worker_starts_at_once(started: PinnedServer) -> None:
+    said = messages(started.log)
+    assert not any(RELEASED in m for m in said), said
+    assert started.get("/health").json()["load_attempts"] == 1
