@@ -1,0 +1,155 @@
+"""One core: spawn to listening and to ready with every process pinned to one CPU.
+
+    python -m bench.one_core [--runs 3]
+
+Many places thaw runs have one CPU or less (a Lambda function under 1,769 MB, a pod with
+`limits.cpu: 1`). Each variant is started with its CPU affinity set to CPU 0 (as `taskset -c 0`
+would; its children inherit it), interleaved run by run, and timed from spawn to the first /livez
+200 and to the first /readyz 200 (the bare app and the plain script have only one of the two):
+
+- a bare FastAPI app under uvicorn (the floor for listening);
+- `uvicorn handler.app:app` (the model loads from the lifespan);
+- `python -m handler` as documented (THAW_WORKER_START=auto: on one CPU the early worker waits
+  until the server listens);
+- `python -m handler` with THAW_WORKER_START=early (the worker imports beside the server);
+- a plain script that imports torch and diffusers and loads the model (spawn to loaded).
+
+The probing client runs unpinned, on another CPU where there is one. Writes
+bench/results/one-core.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bench.common import ROOT, free_port, median, python, stop, wait_status
+from bench.make_sd15 import default_output
+
+CPU = 0
+RESULTS = ROOT / "bench" / "results" / "one-core.md"
+
+
+def pinned(args: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        list(args),
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: os.sched_setaffinity(0, {CPU}),
+    )
+
+
+def served(args: Sequence[str], env: dict[str, str], *, ready: bool) -> tuple[float, float | None]:
+    """Spawn a server on a free port: seconds to the first /livez 200 and to /readyz 200."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**env, "THAW_HOST": "127.0.0.1", "THAW_PORT": str(port)}
+    argv = [a.replace("{port}", str(port)) for a in args]
+    started = time.monotonic()
+    proc = pinned(argv, env)
+    try:
+        live = wait_status(f"{base}/livez", started)
+        return live, wait_status(f"{base}/readyz", started, interval=0.05) if ready else None
+    finally:
+        stop(proc)
+
+
+def plain(env: dict[str, str]) -> tuple[float | None, float]:
+    started = time.monotonic()
+    proc = pinned([python(), "-m", "bench.plain_load"], env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    elapsed = time.monotonic() - started
+    proc.wait(60)
+    if line.strip() != b"loaded":
+        raise RuntimeError("plain load failed")
+    return None, elapsed
+
+
+def uvicorn_args(app: str) -> list[str]:
+    return [python(), "-m", "uvicorn", app, "--port", "{port}", "--log-level", "warning"]
+
+
+Variant = Callable[[dict[str, str]], tuple[float | None, float | None]]
+
+VARIANTS: dict[str, Variant] = {
+    "bare FastAPI app": lambda env: served(uvicorn_args("bench.bare_app:app"), env, ready=False),
+    "uvicorn handler.app:app": lambda env: served(uvicorn_args("handler.app:app"), env, ready=True),
+    "python -m handler (auto: held)": lambda env: served(
+        [python(), "-m", "handler"], {**env, "THAW_WORKER_START": "auto"}, ready=True
+    ),
+    "python -m handler (early)": lambda env: served(
+        [python(), "-m", "handler"], {**env, "THAW_WORKER_START": "early"}, ready=True
+    ),
+    "plain script (import + load)": plain,
+}
+
+
+def measure(env: dict[str, str], runs: int) -> dict[str, tuple[list[float], list[float]]]:
+    found: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in VARIANTS}
+    for _ in range(runs):
+        for name, variant in VARIANTS.items():
+            live, ready = variant(env)
+            if live is not None:
+                found[name][0].append(live)
+            if ready is not None:
+                found[name][1].append(ready)
+    return found
+
+
+def table(found: dict[str, tuple[list[float], list[float]]]) -> list[str]:
+    bare = median(found["bare FastAPI app"][0])
+    plain_ready = median(found["plain script (import + load)"][1])
+    rows = [
+        "| variant | listen (median) | vs bare app | ready (median) | vs plain script |",
+        "|---|---|---|---|---|",
+    ]
+    for name, (lives, readies) in found.items():
+        live = median(lives) if lives else None
+        ready = median(readies) if readies else None
+        rows.append(
+            f"| {name} "
+            f"| {'' if live is None else f'{live:.3f} s'} "
+            f"| {'' if live is None else f'{live / bare:.2f}x'} "
+            f"| {'' if ready is None else f'{ready:.2f} s'} "
+            f"| {'' if ready is None else f'{ready / plain_ready:.2f}x'} |"
+        )
+    return rows
+
+
+def report(found: dict[str, tuple[list[float], list[float]]], runs: int, model: str) -> str:
+    lines = [
+        "# One core: spawn to listening and to ready, pinned to CPU 0",
+        "",
+        f"`python -m bench.one_core --runs {runs}`, {runs} interleaved runs per variant, "
+        f"model `{model}`, {platform.machine()}, {os.cpu_count()} CPUs on the machine, every "
+        "variant (and its children) pinned to one.",
+        "",
+        *table(found),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    model = os.environ.get("THAW_MODEL") or str(default_output())
+    env = {"THAW_MODEL": model, "THAW_TORCH_THREADS": "1", "THAW_LOG_LEVEL": "warning"}
+    found = measure(env, args.runs)
+    text = report(found, args.runs, model)
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
