@@ -53,6 +53,7 @@ def make_client(endpoint_url: str | None = None) -> Any:
     from botocore.config import Config
 
     config = Config(
+        signature_version="s3v4",  # presigned URLs too (botocore may pick SigV2 for them)
         retries={"mode": "standard", "max_attempts": 4},
         connect_timeout=5,
         read_timeout=30,
