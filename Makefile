@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup model compile serve check test test-unit bench bench-gpu clean image test-image bench-image image-clean
+.PHONY: setup model compile serve check test test-unit test-browser bench bench-gpu clean image test-image bench-image image-clean
 
 # The image (docs/image.md): docker where a daemon answers, else podman with its state in build/.
 IMAGE ?= thaw:cpu
@@ -40,6 +40,10 @@ test: model check
 
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit
+
+# The playground in a real headless Chromium (Debian's `chromium`; .ci/run installs it).
+test-browser: model
+	$(BIN)/python -m pytest -m browser tests/browser
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

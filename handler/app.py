@@ -23,7 +23,7 @@ from handler.pipeline import (
     choose_loader,
     release_pipeline,
 )
-from handler.routes import generate, jobs, metrics, openai_images, probes
+from handler.routes import generate, jobs, metrics, openai_images, playground, probes
 from handler.schemas import request_model
 from handler.state import AppState
 from runtime.jobs.runner import Jobs
@@ -113,6 +113,7 @@ def create_app(
     )
     app.include_router(probes.router)
     app.include_router(metrics.router)
+    app.include_router(playground.router)
     app.include_router(generate.build_router(model))
     app.include_router(jobs.build_router(model))
     app.include_router(openai_images.build_router(model, settings.max_batch))
