@@ -15,6 +15,8 @@ from fastapi import FastAPI
 
 from handler import errors
 from handler.config import Config
+from handler.jobs_view import job_view
+from handler.lifespan import app_lifespan
 from handler.middleware import BodyLimit, RequestContext
 from handler.pipeline import (
     PIPELINE,
@@ -29,6 +31,7 @@ from handler.state import AppState
 from runtime.jobs.runner import Jobs
 from runtime.jobs.s3store import S3JobStore, make_client
 from runtime.jobs.store import JobStore, LocalJobStore
+from runtime.jobs.webhooks import WebhookSender
 from runtime.lifecycle.service import Service
 from runtime.lifecycle.slot import ModelSlot, RetryPolicy
 from runtime.observe.logs import redact_queries
@@ -78,6 +81,7 @@ def build_jobs(
         service,
         job_store(settings),
         ttl_s=settings.job_ttl_s,
+        webhooks=WebhookSender(settings.webhooks, view=job_view),
         lease_s=settings.job_lease_s,
         start_within_s=settings.queue_timeout_s,
         dispatch=dispatch,
@@ -96,7 +100,7 @@ def create_app(
     config = Config.from_env(os.environ) if config is None else config
     redact_queries(*SERVER_LOGGERS)
     service = build_service(config) if service is None else service
-    kwargs: dict[str, Any] = {"lifespan": service.lifespan} if lifespan else {}
+    kwargs: dict[str, Any] = {"lifespan": app_lifespan} if lifespan else {}
     app = FastAPI(
         title="thaw text-to-image",
         version="0.1.0",

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from handler.config import ImageLimits
 from handler.pipeline import GenerationParams
 from runtime.errors import InvalidRequest
+from runtime.jobs.destinations import MAX_URL_CHARS
+from runtime.jobs.webhooks import JobEvent
 
 MAX_SEED = 2**32 - 1
 
@@ -29,6 +31,15 @@ class GenerateRequestBase(BaseModel):
     width: int | None = None
     height: int | None = None
     seed: int | None = None
+    webhook: str | None = Field(
+        None,
+        max_length=MAX_URL_CHARS,
+        description="An http(s) URL to POST the job's events to, signed as Standard Webhooks "
+        "says; only for an asynchronous job (POST /jobs, or `Prefer: respond-async`).",
+    )
+    webhook_events: list[JobEvent] | None = Field(
+        None, description="Which events the webhook gets; `completed` when omitted."
+    )
 
     def to_params(self, limits: ImageLimits) -> GenerationParams:
         return GenerationParams(

@@ -7,10 +7,13 @@ Every variable name lives here (or in the function package's own config, read th
 
 from __future__ import annotations
 
+import base64
+import ipaddress
 import logging
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import TypeVar
@@ -154,6 +157,102 @@ def _jobs_url(env: EnvReader) -> str | None:
     return value
 
 
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_KEY_BYTES = (24, 64)
+"""A Standard Webhooks symmetric key: at least 24 bytes, at most 512 bits."""
+
+_HOST_NAME = re.compile(r"(\*\.)?[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*")
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Where job webhooks may go, how they are signed, and how hard delivery tries.
+
+    `hosts` empty means webhooks are off: a job that asks for one is refused (422). An entry is
+    a host name (`hooks.example.com`), every subdomain of one (`*.example.com`), an address
+    (`10.0.0.7`, `::1`), a network (`10.0.0.0/8`), or `*` for any host whose addresses are all
+    public. Loopback and private addresses are reachable only through an entry that names them.
+    Link-local addresses (169.254.0.0/16, fe80::/10: cloud metadata services) are never called,
+    listed or not."""
+
+    hosts: tuple[str, ...] = ()
+    keys: tuple[bytes, ...] = field(default=(), repr=False)
+    timeout_s: float = 15.0
+    retry_s: float = 300.0
+    backoff_s: float = 1.0
+    progress_s: float = 1.0
+    queue_size: int = 1000
+    drain_s: float = 5.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.hosts)
+
+    @classmethod
+    def from_env(cls, env: EnvReader) -> WebhookSettings:
+        hosts = _webhook_hosts(env)
+        keys = _webhook_keys(env)
+        if hosts and not keys:
+            raise SettingsError(
+                "THAW_WEBHOOK_SECRET must be set when THAW_WEBHOOK_HOSTS is: every webhook is "
+                "signed (a whsec_ secret: whsec_ and the base64 of 24 to 64 random bytes)"
+            )
+        return cls(
+            hosts=hosts,
+            keys=keys,
+            timeout_s=env.number("WEBHOOK_TIMEOUT_S", 15.0, minimum=0.01, maximum=300.0),
+            retry_s=env.number("WEBHOOK_RETRY_S", 300.0, maximum=86_400.0),
+            backoff_s=env.number("WEBHOOK_BACKOFF_S", 1.0, minimum=0.01, maximum=3600.0),
+            progress_s=env.number("WEBHOOK_PROGRESS_S", 1.0, maximum=3600.0),
+            queue_size=env.integer("WEBHOOK_QUEUE_SIZE", 1000, minimum=1, maximum=1_000_000),
+            drain_s=env.number("WEBHOOK_DRAIN_S", 5.0, maximum=3600.0),
+        )
+
+
+def _webhook_hosts(env: EnvReader) -> tuple[str, ...]:
+    value = env.optional("WEBHOOK_HOSTS")
+    if value is None:
+        return ()
+    hosts = []
+    for entry in (part.strip().lower() for part in value.split(",")):
+        if not entry:
+            continue
+        if entry != "*" and not _HOST_NAME.fullmatch(entry):
+            try:
+                ipaddress.ip_network(entry.strip("[]"))
+            except ValueError:
+                raise SettingsError(
+                    f"THAW_WEBHOOK_HOSTS: {entry!r} is not a host name, *.domain, address, "
+                    "network or *"
+                ) from None
+            entry = entry.strip("[]")
+        hosts.append(entry)
+    return tuple(hosts)
+
+
+def _webhook_keys(env: EnvReader) -> tuple[bytes, ...]:
+    """The keys of THAW_WEBHOOK_SECRET: one `whsec_` secret, or several separated by spaces
+    while receivers move to a new one. An error never repeats the secret."""
+    value = env.optional("WEBHOOK_SECRET")
+    if value is None:
+        return ()
+    keys = []
+    low, high = WEBHOOK_KEY_BYTES
+    for number, secret in enumerate(value.split(), start=1):
+        which = f"THAW_WEBHOOK_SECRET (secret {number})"
+        if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+            raise SettingsError(f"{which} must start with {WEBHOOK_SECRET_PREFIX!r}")
+        encoded = secret.removeprefix(WEBHOOK_SECRET_PREFIX)
+        try:
+            key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        except ValueError:
+            raise SettingsError(f"{which}: the part after 'whsec_' is not base64") from None
+        if not low <= len(key) <= high:
+            raise SettingsError(f"{which} holds {len(key)} bytes: use {low} to {high} random")
+        keys.append(key)
+    return tuple(keys)
+
+
 _said: set[str] = set()
 
 
@@ -255,6 +354,7 @@ class Settings:
     metrics_namespace: str = "thaw"
     job_ttl_s: float = 86_400.0
     jobs_dir: Path | None = None
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     jobs_url: str | None = None
     job_lease_s: float = 30.0
 
@@ -317,6 +417,7 @@ class Settings:
             metrics_namespace=env.string("METRICS_NAMESPACE", "thaw"),
             job_ttl_s=env.number("JOB_TTL_S", 86_400.0, minimum=1.0),
             jobs_dir=Path(jobs_dir) if (jobs_dir := env.optional("JOBS_DIR")) else None,
+            webhooks=WebhookSettings.from_env(env),
             jobs_url=_jobs_url(env),
             job_lease_s=env.number("JOB_LEASE_S", 30.0, minimum=1.0, maximum=3600.0),
         )

@@ -27,7 +27,9 @@ from handler.pipeline import (
 from handler.schemas import GenerateRequestBase, check_pixel_budget
 from handler.state import AppState
 from runtime.errors import InvalidRequest
+from runtime.jobs.destinations import WebhookRefused
 from runtime.jobs.runner import JobWork
+from runtime.jobs.webhooks import Subscription
 from runtime.lifecycle.service import Served
 from runtime.work import Control
 
@@ -84,11 +86,17 @@ def render(request: Request, served: Served[GeneratedImage], request_id: str) ->
     return Response(image.png, media_type="image/png", headers=headers)
 
 
-async def serve(request: Request, params: GenerationParams) -> Response:
+async def serve(
+    request: Request, params: GenerationParams, *, webhook: Subscription | None = None
+) -> Response:
     state = AppState.of(request)
     request_id = start_request(request, params.prompt)
     if prefers_async(request):
-        return submit_job(request, params, job_id=None)
+        return submit_job(request, params, job_id=None, webhook=webhook)
+    if webhook is not None:
+        raise WebhookRefused(
+            "a webhook needs an asynchronous job: send `Prefer: respond-async`, or POST /jobs"
+        )
     served = await run_watched(
         request, params, batch=budgeted(state, params), key=batch_key(params), request_id=request_id
     )
@@ -156,7 +164,22 @@ def prefers_async(request: Request) -> bool:
     return any(part.strip().split(";")[0] == "respond-async" for part in prefer.split(","))
 
 
-def submit_job(request: Request, params: GenerationParams, *, job_id: str | None) -> Response:
+async def subscription(request: Request, body: GenerateRequestBase) -> Subscription | None:
+    """The webhook `body` asks for, checked: a 422 when thaw will not call that URL."""
+    state = AppState.of(request)
+    if body.webhook is not None and state.config.runtime.on_lambda:
+        raise JobsUnavailable("webhooks are not available on Lambda yet")
+    events = None if body.webhook_events is None else [e.value for e in body.webhook_events]
+    return await state.jobs.webhooks.subscribe(body.webhook, events)
+
+
+def submit_job(
+    request: Request,
+    params: GenerationParams,
+    *,
+    job_id: str | None,
+    webhook: Subscription | None = None,
+) -> Response:
     """Accept `params` as a job: 202 with the job, `Location` and `Retry-After` (200 with the
     existing job when an idempotent PUT repeats itself)."""
     state = AppState.of(request)
@@ -167,7 +190,7 @@ def submit_job(request: Request, params: GenerationParams, *, job_id: str | None
         )
     job, created = state.jobs.submit(
         params,
-        job_request(params),
+        {**job_request(params), **(webhook.as_request() if webhook else {})},
         batch=budgeted(state, params),
         key=batch_key(params),
         encode=encode_image,
@@ -226,7 +249,7 @@ def build_router(request_model: type[GenerateRequestBase]) -> APIRouter:
     async def generate_post(request: Request, body: request_model) -> Response:  # type: ignore[valid-type]
         """Generate an image from a JSON request."""
         params = body.to_params(AppState.of(request).config.limits)  # type: ignore[attr-defined]
-        return await serve(request, params)
+        return await serve(request, params, webhook=await subscription(request, body))
 
     @router.get("/generate", responses=PNG_RESPONSE, response_class=Response)
     async def generate_get(request: Request, prompt: str) -> Response:
@@ -237,6 +260,7 @@ def build_router(request_model: type[GenerateRequestBase]) -> APIRouter:
             raise RequestValidationError(
                 [{**err, "loc": ("query", *err["loc"])} for err in exc.errors()]
             ) from None
-        return await serve(request, body.to_params(AppState.of(request).config.limits))
+        params = body.to_params(AppState.of(request).config.limits)
+        return await serve(request, params, webhook=await subscription(request, body))
 
     return router

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response, Streamin
 
 from handler.auth import require_api_key
 from handler.jobs_view import JobNotReady, job_view
-from handler.routes.generate import submit_job
+from handler.routes.generate import submit_job, subscription
 from handler.schemas import GenerateRequestBase
 from handler.state import AppState
 from runtime.errors import InvalidRequest
@@ -30,7 +30,8 @@ def build_router(request_model: type[GenerateRequestBase]) -> APIRouter:
     async def submit(request: Request, body: request_model) -> Response:  # type: ignore[valid-type]
         """Submit a generation; 202 with the job, `Location` and `Retry-After`."""
         params = body.to_params(AppState.of(request).config.limits)  # type: ignore[attr-defined]
-        return submit_job(request, params, job_id=None)
+        webhook = await subscription(request, body)
+        return submit_job(request, params, job_id=None, webhook=webhook)
 
     @router.put("/jobs/{job_id}", status_code=202)
     async def submit_as(request: Request, job_id: str, body: request_model) -> Response:  # type: ignore[valid-type]
@@ -41,7 +42,8 @@ def build_router(request_model: type[GenerateRequestBase]) -> APIRouter:
                 f"job id {job_id[:140]!r}: use 1-128 letters, digits and _.:-", field="job_id"
             )
         params = body.to_params(AppState.of(request).config.limits)  # type: ignore[attr-defined]
-        return submit_job(request, params, job_id=job_id)
+        webhook = await subscription(request, body)
+        return submit_job(request, params, job_id=job_id, webhook=webhook)
 
     # The store may be S3: its reads and writes run in threads, never on the event loop.
 

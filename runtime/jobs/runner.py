@@ -38,8 +38,10 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from runtime.errors import Canceled, ThawError
 from runtime.jobs.store import DISPATCHED, Job, JobStatus, JobStore
+from runtime.jobs.webhooks import JobEvent, WebhookSender
 from runtime.lifecycle.notify import Notifier
 from runtime.lifecycle.service import Service
+from runtime.settings import WebhookSettings
 from runtime.work import Control
 
 log = logging.getLogger("thaw.jobs")
@@ -107,6 +109,7 @@ class Jobs(Generic[P]):
         store: JobStore,
         *,
         ttl_s: float,
+        webhooks: WebhookSender | None = None,
         lease_s: float = 30.0,
         start_within_s: float = 120.0,
         dispatch: Callable[[str], None] | None = None,
@@ -116,6 +119,7 @@ class Jobs(Generic[P]):
         self.service = service
         self.store = store
         self.ttl_s = ttl_s
+        self.webhooks = webhooks or WebhookSender(WebhookSettings())
         self.lease_s = lease_s
         self.start_within_s = start_within_s
         self.dispatch = dispatch
@@ -301,6 +305,25 @@ class Jobs(Generic[P]):
             self._controls.pop(job_id, None)
             self._saved_at.pop(job_id, None)
 
+    def _announce(self, job: Job, fields: dict[str, Any]) -> None:
+        """Hand a change to the job's webhook, if it asked for one. Called under `_lock`: the
+        sender only builds the event and queues it, and a failure there fails no job."""
+        if not job.request.get("webhook"):
+            return
+        status = fields.get("status")
+        if status is JobStatus.RUNNING:
+            event = JobEvent.START
+        elif status is not None and status.final:
+            event = JobEvent.COMPLETED
+        elif "step" in fields:
+            event = JobEvent.PROGRESS
+        else:
+            return
+        try:
+            self.webhooks.send(job, event)
+        except Exception:
+            log.exception("webhook not queued", extra={"job_id": job.id, "event": event.value})
+
     def _change(self, job_id: str, *, save: bool, **fields: Any) -> None:
         with self._lock:
             job = self._live.get(job_id)
@@ -308,6 +331,7 @@ class Jobs(Generic[P]):
                 return
             for name, value in fields.items():
                 setattr(job, name, value)
+            self._announce(job, fields)
             now = time.monotonic()
             save = save or now - self._saved_at.get(job_id, 0.0) >= SAVE_EVERY_S
             if save:
