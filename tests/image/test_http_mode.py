@@ -21,6 +21,7 @@ from tests.image.containers import (
     http_env,
     png_size,
     post_json,
+    status_of,
     uid_of,
     watch_start,
 )
@@ -76,6 +77,12 @@ def test_generate_answers_a_png(writable: Served) -> None:
     assert status == 200, body[:500]
     assert content_type == "image/png"
     assert png_size(body) == (64, 64)
+
+
+def test_the_playground_and_its_files_are_in_the_image(read_only: Served) -> None:
+    # handler/static is not Python: only the COPY of handler/ (and .dockerignore) brings it.
+    for path in ("/", "/playground/playground.js", "/playground/playground.css"):
+        assert status_of(read_only.url + path) == 200, path
 
 
 def test_the_server_runs_as_uid_10001(writable: Served) -> None:
