@@ -21,10 +21,16 @@ class PipelineSettings:
     """How the diffusers pipeline is loaded and run."""
 
     device: str = "auto"
+    """`auto` picks `cuda`, then `mps`, then `cpu`; or name one: `cuda`, `cuda:N`, `mps`, `cpu`."""
     dtype: str = "auto"
+    """`auto`: float16 on a GPU, float32 on a CPU; or `float32`, `float16`, `bfloat16`. Keep it
+    equal to the weights' dtype where the device computes in it."""
     torch_threads: int = 0
+    """Intra-op threads for CPU inference; 0: every usable core but one (at least 1)."""
     warm_inference: bool = False
+    """Run one tiny generation after the load, so that the first request skips first-call costs."""
     log_prompts: bool = False
+    """Log prompts (never images), for debugging; off, no prompt reaches the logs."""
 
     @classmethod
     def from_env(cls, env: EnvReader) -> PipelineSettings:
@@ -48,9 +54,15 @@ class ServerSettings:
     """The HTTP edge: where uvicorn listens, the API key, the body limit."""
 
     host: str = "127.0.0.1"
+    """The address `python -m handler` listens on (the image sets `0.0.0.0`)."""
     port: int = 8000
+    """The port `python -m handler` listens on (the image sets 8080)."""
     api_key: str | None = field(default=None, repr=False)
+    """Require this key on the generation and job routes (`Authorization: Bearer <key>` or
+    `x-api-key: <key>`); probes and `/metrics` stay open. Without it `/health` leaves out the
+    model's path, errors, device and phase details."""
     max_body_bytes: int = 64 * 1024
+    """The largest request body (413 `payload_too_large`)."""
 
     @classmethod
     def from_env(cls, env: EnvReader) -> ServerSettings:
@@ -67,12 +79,19 @@ class ImageLimits:
     """Bounds on what a request may ask for. Violations are 422s naming the field and bound."""
 
     max_prompt_chars: int = 2000
+    """The longest prompt or negative prompt, in characters."""
     default_steps: int = 25
+    """Inference steps when a request names none."""
     max_steps: int = 100
+    """The most inference steps a request may ask for."""
     max_side: int = 2048
+    """The largest width or height (both multiples of 8, at least 64)."""
     max_pixels: int = 1024 * 1024
+    """The largest width × height."""
     max_guidance: float = 30.0
+    """The largest guidance scale a request may ask for."""
     default_guidance: float = 7.5
+    """The guidance scale when a request names none."""
 
     @classmethod
     def from_env(cls, env: EnvReader) -> ImageLimits:

@@ -176,13 +176,26 @@ class WebhookSettings:
     listed or not."""
 
     hosts: tuple[str, ...] = ()
+    """Where job webhooks may go, comma-separated: host names (`hooks.example.com`), subdomains
+    (`*.example.com`), addresses, networks (`10.0.0.0/8`), or `*` for any host whose addresses are
+    all public. Unset: webhooks are off, and a job that asks for one is refused (422)."""
     keys: tuple[bytes, ...] = field(default=(), repr=False)
+    """The signing secret (`whsec_` and the base64 of 24 to 64 random bytes), per Standard Webhooks;
+    several, separated by spaces, while receivers move to a new one. Required with
+    `THAW_WEBHOOK_HOSTS`."""
     timeout_s: float = 15.0
+    """The bound on one delivery attempt: resolve, connect, send and answer."""
     retry_s: float = 300.0
+    """How long a failed delivery (no connection, no answer, 408, 429, 5xx) keeps being retried,
+    with exponential backoff and jitter, honouring `Retry-After`."""
     backoff_s: float = 1.0
+    """The first wait before a retry; it doubles per attempt."""
     progress_s: float = 1.0
+    """The least time between two progress events of one job."""
     queue_size: int = 1000
+    """Deliveries that may wait in the process; more are dropped and logged."""
     drain_s: float = 5.0
+    """At shutdown, how long pending deliveries may still run."""
 
     @property
     def enabled(self) -> bool:
@@ -315,48 +328,110 @@ class Settings:
     `Settings.from_env(os.environ)` at the process edge."""
 
     model: str | None = None
+    """The model to serve: a local folder, a Hugging Face model id read from the local hub cache
+    (never downloaded at run time), or `s3://bucket/prefix` (fetched once per environment into the
+    cache). Unset: the embedded tiny model that `make model` builds."""
     model_revision: str = "main"
+    """The revision of a Hugging Face model id."""
     hub_cache: Path = Path("/tmp/huggingface/hub")
     loader: str | None = None
+    """`package.module:function` called as `function(config, phases)` to load the model instead of
+    the diffusers loader."""
     preload: PreloadPolicy = PreloadPolicy.BACKGROUND
+    """When the model loads."""
     warm_wait_s: float = 30.0
+    """How long a request waits for a model that is still loading before it is answered 503
+    `warming_up`."""
     max_concurrency: int = 1
+    """Generations running at once (in the worker process each has a thread and a scheduler of its
+    own)."""
     queue_size: int = 8
+    """Accepted requests that may wait for a turn beyond those running; past it, 429 with
+    Retry-After."""
     queue_timeout_s: float = 120.0
+    """The longest a request waits in the queue for its turn (then 503 `queue_timeout`)."""
     request_timeout_s: float = 300.0
+    """The deadline of one generation (then 504 `deadline_exceeded`)."""
     load_attempts: int = 3
+    """Attempts per load, with exponential backoff between them."""
     load_backoff_s: float = 2.0
+    """The first wait between two load attempts; it doubles per attempt."""
     load_backoff_max_s: float = 30.0
+    """The cap on the wait between two load attempts."""
     load_cooldown_s: float = 30.0
+    """After a load failed every attempt, how long until a fresh load starts by itself (or on
+    demand); it doubles with each consecutive failed load."""
     load_cooldown_max_s: float = 300.0
+    """The cap on that cool-down."""
     unhealthy_after_s: float = 600.0
+    """Once the model has failed to load for this long without a success, `/livez` answers 503 so
+    that the platform restarts the container (0: never)."""
     load_timeout_s: float = 1800.0
+    """A load attempt that runs longer (a hung mount, a stuck download) counts as failed, and its
+    worker is stopped."""
     log_level: str = "info"
+    """The lowest level logged: `debug`, `info`, `warning` or `error`."""
     log_format: LogFormat = LogFormat.AUTO
+    """How log records are written to stderr."""
     cache_dir: Path = Path("/tmp/thaw-cache")
+    """Where generated and fetched models are kept (and jobs, unless `THAW_JOBS_DIR` says
+    otherwise); `/tmp/thaw-cache` on Lambda."""
     on_lambda: bool = False
     lambda_margin_s: float = 1.0
+    """On Lambda, the seconds kept back from an invocation's remaining time to answer: a model still
+    loading then gets a clean 503, never a Lambda timeout."""
     lambda_max_response_bytes: int = 6 * 1024 * 1024
+    """On Lambda, the buffered response limit; a larger response is a 413 JSON error, not a Lambda
+    failure."""
     warmup_hold_s: float = 0.5
+    """On Lambda, how long each target of a warm-up fan-out stays busy, so that the invokes land on
+    distinct environments."""
     s3_endpoint_url: str | None = None
+    """An S3-compatible endpoint (path-style addressing) to use instead of AWS's."""
     s3_concurrency: int = 16
+    """Byte-range requests in flight at once when a model is fetched from S3."""
     s3_part_mb: int = 16
+    """The size of each byte range fetched from S3, in MiB."""
     drain_delay_s: float = 0.0
+    """After SIGTERM or SIGINT, how long new requests are still accepted while readiness already
+    fails (Kubernetes removes a pod from its endpoints only as it sends SIGTERM)."""
     drain_timeout_s: float = 60.0
+    """From the stop signal, the deadline for accepted requests; those left are answered 503
+    `draining` and logged by request id, and the process exits 1."""
     idle_unload_s: float = 0.0
+    """Release the model after this long with nothing served; the next request loads it again (0:
+    never)."""
     max_batch: int = 1
+    """Micro-batching: up to this many queued requests with the same size, steps and guidance run as
+    one pipeline call (1: off)."""
     batch_window_ms: float = 10.0
+    """With batching on, how long the request whose turn came waits for companions."""
     prefetch: bool = True
+    """Read the weight files into the page cache in a thread while torch and diffusers import."""
     gc_pause: bool = True
+    """Load with Python's cyclic garbage collector paused, then freeze what survived, so later
+    collections skip the ~700,000 objects a load creates."""
     emf: bool = True
+    """On Lambda, write one CloudWatch Embedded Metric Format line per invocation."""
     worker: WorkerMode = WorkerMode.PROCESS
+    """Where the model lives (`thread`, the old name of `inline`, still works, with a deprecation
+    line in the log)."""
     worker_start: WorkerStart = WorkerStart.AUTO
+    """When `python -m handler` lets its model worker import and load."""
     metrics_namespace: str = "thaw"
+    """The CloudWatch namespace of the Embedded Metric Format lines."""
     job_ttl_s: float = 86_400.0
+    """How long a finished job and its image are kept before they are deleted."""
     jobs_dir: Path | None = None
+    """The folder jobs live in, one folder per job, written atomically (default: `jobs` in the cache
+    folder)."""
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     jobs_url: str | None = None
+    """`s3://bucket[/prefix]` where jobs live, shared by every replica and by Lambda's invocations
+    (instead of a local folder)."""
     job_lease_s: float = 30.0
+    """How long a job stays held by its process without a renewal; a job found past its lease is
+    recorded failed, lost with its process."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
