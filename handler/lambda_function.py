@@ -28,9 +28,11 @@ with startup_collector(os.environ):
 
     from handler.app import build_service, create_app
     from handler.config import Config
+    from handler.lambda_jobs import job_runner
     from handler.pipeline import LoadedPipeline
     from handler.snapstart import PipelineProcess
     from runtime.aws.adapter import LambdaAdapter
+    from runtime.aws.dispatch import SelfInvoker
     from runtime.aws.emf import EmfWriter
     from runtime.aws.events import InitType
     from runtime.aws.snapstart import SnapStartHooks
@@ -57,9 +59,14 @@ def build_lambda_service(config: Config) -> Service[LoadedPipeline]:
 
 
 def build_adapter(config: Config, service: Service[LoadedPipeline]) -> LambdaAdapter:
-    """The app behind Mangum, inside the adapter that owns INIT, warm-ups and deadlines."""
+    """The app behind Mangum, inside the adapter that owns INIT, warm-ups and deadlines. With
+    jobs in S3 (THAW_JOBS_URL), a job is accepted at once and runs in an asynchronous
+    invocation of this same function (handler.lambda_jobs)."""
     settings = config.runtime
-    app = create_app(config, service, lifespan=False)
+    dispatcher = SelfInvoker() if settings.jobs_url is not None else None
+    app = create_app(
+        config, service, lifespan=False, dispatch=dispatcher.dispatch if dispatcher else None
+    )
     return LambdaAdapter(
         service.slot,
         Mangum(app, lifespan="off"),
@@ -69,6 +76,8 @@ def build_adapter(config: Config, service: Service[LoadedPipeline]) -> LambdaAda
         max_response_bytes=settings.lambda_max_response_bytes,
         model_paths=MODEL_PATHS,
         metrics=EmfWriter(namespace=settings.metrics_namespace) if settings.emf else None,
+        jobs=job_runner(app) if dispatcher else None,
+        dispatcher=dispatcher,
     )
 
 

@@ -5,7 +5,9 @@ lifespan is off and this adapter starts the model slot once, at INIT. Warm-up pi
 here, before Mangum, which raises on events it cannot match. HTTP events for the paths whose answer
 needs the model (the function names them) wait for it within the invocation's remaining time (less
 a margin); every HTTP event then goes to the HTTP handler (Mangum), whose result is kept under
-Lambda's 6 MB response limit.
+Lambda's 6 MB response limit. thaw's job events (`{"thaw": "job", "id": ...}`, sent by
+`runtime.aws.dispatch` when a job is accepted) wait for the model with all the invocation's time
+and go to the function's job runner.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
+from runtime.aws.dispatch import SelfInvoker
 from runtime.aws.emf import MILLISECONDS, SECONDS, EmfWriter, Metric, server_timing
 from runtime.aws.events import (
     MAX_RESPONSE_BYTES,
@@ -34,6 +37,8 @@ from runtime.settings import PreloadPolicy
 log = logging.getLogger("thaw.lambda")
 
 HttpHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+JobRunner = Callable[[str, float], dict[str, Any]]
+"""Run the stored job with this id within this many seconds; return a report."""
 
 
 class LambdaContext(Protocol):
@@ -65,8 +70,12 @@ class LambdaAdapter:
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         clock: Clock = SYSTEM_CLOCK,
         metrics: EmfWriter | None = None,
+        jobs: JobRunner | None = None,
+        dispatcher: SelfInvoker | None = None,
     ) -> None:
         self.slot = slot
+        self.jobs = jobs
+        self.dispatcher = dispatcher
         self.http = http
         self.warmer = warmer
         self.margin_s = margin_s
@@ -117,7 +126,11 @@ class LambdaAdapter:
         self._invocations += 1
         first = self._invocations == 1
         budget = self.budget_s(context)
+        if self.dispatcher is not None:  # a job accepted now runs on this same function
+            self.dispatcher.serving(getattr(context, "invoked_function_arn", None))
         classified = classify(event)
+        if classified.kind is EventKind.JOB and classified.job_id is not None:
+            return self._run_job(classified.job_id, context)
         if classified.kind is EventKind.WARMUP and classified.warmup is not None:
             reply = self.warmer.handle(classified.warmup, budget_s=budget, target=_target(context))
             self._report_warmup(reply, first, context)
@@ -138,6 +151,19 @@ class LambdaAdapter:
         result = within_payload_limit(self.http(event, context), self.max_response_bytes)
         self._report_http(result, path, first, waited, self._clock.monotonic() - started, context)
         return result
+
+    def _run_job(self, job_id: str, context: LambdaContext) -> Any:
+        """An asynchronous worker invocation: nobody waits on it, so the model may take all of
+        its time (less the margin), and the job the rest."""
+        if self.jobs is None:
+            return error_result("unsupported_event", "this function runs no asynchronous jobs")
+        remaining = max(0.0, context.get_remaining_time_in_millis() / 1000 - self.margin_s)
+        started = self._clock.monotonic()
+        self._wait_for_model(remaining)
+        left = max(0.0, remaining - (self._clock.monotonic() - started))
+        report = self.jobs(job_id, left)
+        log.info("job invocation done", extra=report)
+        return report
 
     # -- CloudWatch metrics (EMF log lines) -----------------------------------------------------
 

@@ -21,6 +21,9 @@ MAX_RESPONSE_BYTES = 6 * 1024 * 1024
 # thaw's own warm-up payload: `{"thaw": "warmup", "concurrency": N}`.
 WARMUP_KEY = "thaw"
 WARMUP_VALUE = "warmup"
+# thaw's asynchronous job payload: `{"thaw": "job", "id": "<job id>"}`, sent by the invocation
+# that accepted the job to an asynchronous (`InvocationType=Event`) invocation of the function.
+JOB_VALUE = "job"
 MAX_WARMUP_CONCURRENCY = 100
 MAX_HOLD_S = 10.0
 
@@ -33,6 +36,9 @@ class EventKind(Enum):
 
     WARMUP = "warmup"
     """A keep-warm ping: load the model if needed and report; never run user inference."""
+
+    JOB = "job"
+    """thaw's own asynchronous invocation: run the stored job it names."""
 
     UNSUPPORTED = "unsupported"
     """Anything else (an S3 notification, a bare `{}`): answered with a clear error result."""
@@ -85,6 +91,8 @@ class WarmupRequest:
 class Classified:
     kind: EventKind
     warmup: WarmupRequest | None = None
+    job_id: str | None = None
+    """For `JOB`: the job to run."""
     reason: str | None = None
     """For `UNSUPPORTED`: what the event looked like."""
 
@@ -93,6 +101,17 @@ class ThawWarmupEvent(TypedDict):
     thaw: Literal["warmup"]
     concurrency: NotRequired[int]
     hold_ms: NotRequired[int]
+
+
+class ThawJobEvent(TypedDict):
+    thaw: Literal["job"]
+    id: str
+
+
+def job_event(job_id: str) -> ThawJobEvent:
+    """The payload of the asynchronous invocation that runs a job (well under the 256 KB an
+    asynchronous invocation may carry: the request itself stays in the job store)."""
+    return {"thaw": "job", "id": job_id}
 
 
 # An EventBridge (CloudWatch Events) scheduled rule's event; "detail-type" is no identifier.
@@ -131,6 +150,11 @@ def classify(event: Any) -> Classified:
     warmup = _warmup(event)
     if warmup is not None:
         return Classified(EventKind.WARMUP, warmup=warmup)
+    if event.get(WARMUP_KEY) == JOB_VALUE:
+        job_id = event.get("id")
+        if isinstance(job_id, str) and job_id:
+            return Classified(EventKind.JOB, job_id=job_id)
+        return Classified(EventKind.UNSUPPORTED, reason="a thaw job event without an id")
     if is_http(event):
         return Classified(EventKind.HTTP)
     keys = ", ".join(sorted(str(key) for key in event)[:8]) or "none"

@@ -145,6 +145,8 @@ class SnapStartHooks:
         else:  # THAW_PRELOAD=lazy: a snapshot without the model; the first request loads it
             log.warning("snapstart: snapshot taken without a model (THAW_PRELOAD=lazy)")
         self.adapter.warmer.close_clients()
+        if self.adapter.dispatcher is not None:
+            self.adapter.dispatcher.close_clients()
         gc.collect()
         gc.freeze()
         log.info(

@@ -6,6 +6,11 @@ freezes the execution environment whenever it has nothing to do: SIGSTOP when IN
 event waiting and after each response, SIGCONT before handing out the next event. Threads in the
 process (a background model load) are suspended while frozen, as on Lambda.
 
+Lambda's Invoke API (`POST /2015-03-31/functions/{name}/invocations`) is served too, for the
+function's calls to itself: a synchronous invoke (warm-up fan-out) runs in `invoke_target` and
+answers with its result; `X-Amz-Invocation-Type: Event` (a job's worker) is queued there and
+answered 202 at once, as Lambda's asynchronous invocation is. An environment may target itself.
+
 SnapStart (`init_type="snap-start"`): the runtime's `GET /restore/next` ends INIT and is the
 "snapshot": the whole process group is frozen there until `restore()` thaws it and answers, as a
 restored microVM resumes inside that call; a failing after-restore hook is reported to
@@ -79,6 +84,7 @@ class RuntimeApiEmulator:
         (`AWS_ENDPOINT_URL_LAMBDA` in the runtime), so a fan-out lands on another process."""
         self.invoke_target = invoke_target
         self.invoke_requests: list[tuple[str, dict[str, list[str]]]] = []
+        self.invoke_kinds: list[str] = []
         self._cond = threading.Condition()
         self._queue: deque[Invocation] = deque()
         self._invocations: dict[str, Invocation] = {}
@@ -302,7 +308,12 @@ class RuntimeApiEmulator:
         if invocation is None or invocation.done.is_set():
             return False
         invocation.answered_at = time.time()  # before the freeze, which may take a moment
-        self.freeze()  # the response is out: Lambda freezes the environment until the next event
+        # The response is out: Lambda freezes the environment until the next event, unless one
+        # is waiting (queued during this invocation: the function's own asynchronous invoke).
+        # Under the lock: a `submit` queues, then thaws, so it either sees this freeze or is seen.
+        with self._cond:
+            if not self._queue:
+                self.freeze()
         invocation.outcome = outcome
         invocation.body = body
         invocation.error_type = error_type
@@ -379,14 +390,21 @@ class RuntimeApiEmulator:
                 self._send(404, b'{"errorMessage":"unknown path"}')
 
             def _invoke(self, body: bytes) -> None:
-                """Lambda's Invoke API (synchronous): run the event in the target environment."""
+                """Lambda's Invoke API: run the event in the target environment and answer with
+                its result, or (`Event`) queue it there and answer 202 at once."""
                 url = urlsplit(self.path)
                 name = url.path.removeprefix(INVOKE_PREFIX).split("/")[0]
+                kind = self.headers.get("X-Amz-Invocation-Type", "RequestResponse")
                 emulator.invoke_requests.append((name, parse_qs(url.query)))
+                emulator.invoke_kinds.append(kind)
                 target = emulator.invoke_target
                 if target is None or name != FUNCTION_NAME:
                     message = f'{{"Message":"Function not found: {name}"}}'
                     self._send(404, message.encode(), x_amzn_ErrorType="ResourceNotFoundException")
+                    return
+                if kind == "Event":
+                    target.submit(json.loads(body or b"{}"), timeout_ms=180_000)
+                    self._send(202, b"")
                     return
                 answer = target.invoke(json.loads(body or b"{}"), timeout_ms=180_000)
                 headers = {"X_Amz_Executed_Version": "1"}
