@@ -100,6 +100,19 @@ def test_text_is_uvicorns_line_with_the_fields_after_it() -> None:
     )
 
 
+def test_a_request_reads_as_uvicorns_access_line() -> None:
+    made = record(
+        "request", request_id="ab12", method="POST", route="/generate", status=200, seconds=0.1248
+    )
+    assert TextFormatter().format(made) == "INFO:     POST /generate 200 in 125 ms  request_id=ab12"
+    quick = record("request", method="GET", route="/readyz", status=503, seconds=0.0008)
+    assert TextFormatter().format(quick) == "INFO:     GET /readyz 503 in 0.8 ms"
+    assert "GET /readyz \x1b[91m503\x1b[0m in" in TextFormatter(colour=True).format(quick)
+    missing = record("request", method="GET", route="/jobs/{job_id}", status=404, seconds=0.002)
+    assert "\x1b[31m404\x1b[0m" in TextFormatter(colour=True).format(missing)
+    assert json.loads(JsonFormatter().format(made))["status"] == 200  # JSON keeps every field
+
+
 def test_colours_only_for_text_at_a_terminal() -> None:
     coloured = TextFormatter(colour=True).format(UVICORN)
     assert coloured.startswith("\x1b[32mINFO\x1b[0m:     Uvicorn running on \x1b[1mhttp://")
