@@ -133,12 +133,21 @@ def _functions(tree: ast.Module) -> dict[str, ast.FunctionDef]:
     return {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
 
 
-def _constant(node: ast.expr) -> Any:
-    """The value of a literal or of arithmetic on literals (`6 * 1024 * 1024`)."""
-    allowed = (ast.Constant, ast.BinOp, ast.UnaryOp, ast.operator, ast.unaryop)
-    if not all(isinstance(part, allowed) for part in ast.walk(node)):
-        return None
-    return eval(compile(ast.Expression(node), "<setting>", "eval"), {"__builtins__": {}})
+def _constant(node: ast.expr, names: Mapping[str, Any]) -> Any:
+    """The value of a literal, a module's numeric constant, or arithmetic on them
+    (`6 * 1024 * 1024`, `MAX_SIDE_CEILING`); None for anything else."""
+    allowed = (ast.Constant, ast.BinOp, ast.UnaryOp, ast.operator, ast.unaryop, ast.Load)
+    numbers = {
+        key: value
+        for key, value in names.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+    for part in ast.walk(node):
+        if isinstance(part, ast.Name) and part.id in numbers:
+            continue
+        if not isinstance(part, allowed):
+            return None
+    return eval(compile(ast.Expression(node), "<setting>", "eval"), {"__builtins__": {}}, numbers)
 
 
 @dataclasses.dataclass
@@ -185,7 +194,7 @@ def _reads(
             found.add(literal[0], node if func.attr != "raw" else None)
         elif isinstance(func, ast.Name) and func.id in functions:
             for name in literal:
-                found.add(name)
+                found.add(name, node)  # a reader of the module's own, with its bounds
             helper = functions[func.id]
             _reads(helper, _assignments(helper), functions, found, seen)
 
@@ -273,12 +282,11 @@ def _sentence(text: str) -> str:
     return text if text.endswith((".", ")", ":")) else text + "."
 
 
-def _bounds(call: ast.Call | None) -> str:
-    if call is None or not isinstance(call.func, ast.Attribute):
+def _bounds(call: ast.Call | None, names: Mapping[str, Any]) -> str:
+    """The bounds given to the call that reads a variable (`minimum=`, `maximum=`)."""
+    if call is None:
         return ""
-    if call.func.attr not in ("number", "integer"):
-        return ""
-    given = {kw.arg: _constant(kw.value) for kw in call.keywords if kw.arg}
+    given = {kw.arg: _constant(kw.value, names) for kw in call.keywords if kw.arg}
     low, high = given.get("minimum"), given.get("maximum")
     if low is None and high is None:
         return ""
@@ -429,7 +437,8 @@ def _walk(
             )
         read = reads.get(field)
         call = None if read is None else read.calls.get(env_name)
-        meaning = _sentence(doc) + _choices(hints.get(field)) + _bounds(call)
+        constants = vars(sys.modules[cls.__module__])
+        meaning = _sentence(doc) + _choices(hints.get(field)) + _bounds(call, constants)
         entries.append(Entry(f"{PREFIX}{env_name}", render_value(value), meaning))
     found.append(Section(_title(name), str(where), _first_sentence(node), tuple(entries)))
     for value, child in nested:
