@@ -591,6 +591,7 @@ function showImage(blob, facts) {
   const rows = [["Seed", facts.seed ?? "–"]];
   if (facts.size) rows.push(["Size", facts.size]);
   for (const [name, ms] of facts.timings) rows.push([name, `${number(ms.toFixed(1))} ms`]);
+  if (facts.jobId) rows.push(["Job", facts.jobId]);
   if (facts.requestId) rows.push(["Request id", facts.requestId]);
   ui.facts.replaceChildren(
     ...rows.flatMap(([term, value]) => {
@@ -724,7 +725,7 @@ async function runJob(body, signal) {
     prompt: body.prompt,
     size: result.width ? `${result.width} × ${result.height}` : null,
     timings: serverTiming.length ? serverTiming : jobTimings(job),
-    requestId: job.id,
+    jobId: job.id,
   });
 }
 
@@ -772,6 +773,7 @@ async function submit(event) {
     page.running = null;
     ui.progressBox.hidden = true;
     setBusy(false);
+    pollHealth(); // the served count, the queue: show them now rather than at the next poll
   }
 }
 

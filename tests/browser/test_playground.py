@@ -135,12 +135,21 @@ def test_the_page_shows_the_load_phase_by_phase_then_ready(
     # The test loader's delay is a phase of its own: its bar grows while it runs.
     delay = page.locator(".phase", has=page.locator(".phase-name", has_text="test_delay"))
     expect(delay).to_have_attribute("data-state", "running")
-    bar = delay.locator(".bar")
-    widths = []
+    # Its length in seconds: the bar's share of the axis (which steps up as time passes).
+    spans = []
     for _ in range(2):
-        widths.append(float(bar.evaluate("(node) => parseFloat(node.style.width)")))
+        spans.append(
+            page.evaluate(
+                """() => {
+                    const row = [...document.querySelectorAll(".phase")].find(
+                        (node) => node.querySelector(".phase-name").textContent === "test_delay");
+                    const end = parseFloat(document.getElementById("axis-end").textContent);
+                    return parseFloat(row.querySelector(".bar").style.width) * end / 100;
+                }"""
+            )
+        )
         page.wait_for_timeout(700)
-    assert widths[1] > widths[0], widths
+    assert spans[1] > spans[0] > 0, spans
     screenshot(page, "playground-warming.png")
 
     expect(state).to_have_attribute("data-state", "ready", timeout=READY_TIMEOUT_MS)
@@ -302,6 +311,14 @@ def test_keyboard_only(ready: ServerProcess, open_tab: Callable[..., Tab]) -> No
     page = tab.page
     page.goto(ready.url + "/")
     expect(page.locator(field("prompt"))).to_be_visible()
+    # Every control has a name a screen reader can say: a label, or its own text.
+    unnamed = page.evaluate(
+        """() => [...document.querySelectorAll("input, select, textarea, button, a[href]")]
+            .filter((node) => !(node.labels && node.labels.length) && !node.textContent.trim()
+                && !node.getAttribute("aria-label") && !node.getAttribute("aria-labelledby"))
+            .map((node) => node.outerHTML)"""
+    )
+    assert unnamed == []
     keyboard = page.keyboard
     for _ in range(12):  # the skip link, then the prompt after a few stops at most
         keyboard.press("Tab")
