@@ -94,18 +94,19 @@ def test_the_scheduled_payload_is_a_thaw_warmup() -> None:
     assert classified.warmup.concurrency == 4
 
 
-def test_the_function_may_invoke_itself_for_fan_out() -> None:
+def test_the_function_may_invoke_itself_for_fan_out_and_job_workers() -> None:
     props = function()["Properties"]
     statements = props["Policies"][0]["Statement"]
-    fan_out = next(s for s in statements if s["Sid"] == "WarmupFanOut")
+    fan_out = next(s for s in statements if s["Sid"] == "InvokeSelf")
     assert fan_out["Action"] == "lambda:InvokeFunction"
     name = props["FunctionName"]["Fn::Sub"]
     assert all(name in resource["Fn::Sub"] for resource in fan_out["Resource"])
 
 
 def test_the_role_is_least_privilege() -> None:
-    """The role may invoke only this function (fan-out), read only the model bucket when one is
-    given, and write logs (SAM's basic execution role): no wildcard action or resource."""
+    """The role may invoke only this function (fan-out, job workers), read only the model bucket
+    when one is given, read and write objects only under the jobs bucket's `jobs/` prefix, and
+    write logs (SAM's basic execution role): no wildcard action or resource."""
     template = cfn_yaml.load(str(TEMPLATE))
     props = function()["Properties"]
     assert "Role" not in props  # SAM makes the role from `Policies` (plus basic logging)
@@ -116,8 +117,9 @@ def test_the_role_is_least_privilege() -> None:
         )
         assert all("*" not in action for action in actions), statement
         assert statement["Resource"] != "*"
-        assert "*" not in json.dumps(statement["Resource"]).replace(":*", "")
-    assert {s["Sid"] for s in inline["Statement"]} == {"WarmupFanOut"}
+        resource = json.dumps(statement["Resource"]).replace(":*", "")
+        assert "*" not in resource.replace("${JobsBucket.Arn}/jobs/*", "")
+    assert {s["Sid"] for s in inline["Statement"]} == {"InvokeSelf", "JobObjects", "JobBucketList"}
     condition, when_given, otherwise = conditional["Fn::If"]
     assert template["Conditions"][condition]  # only with a ModelBucket parameter
     assert list(when_given) == ["S3ReadPolicy"]
@@ -393,3 +395,54 @@ def test_the_image_bundles_the_emulator_the_tests_run() -> None:
     assert re.search(rf"^ARG SAM_CLI_SHA256={rie.WHEEL_SHA256}$", text, re.M)
     assert "sha256sum --check --strict" in text
     assert "--no-deps" in text.split("FROM venv AS rie")[1].split("FROM ")[0]
+
+# -- Asynchronous jobs: the bucket, its lifecycle, the function's settings ----------------------
+
+
+def test_the_jobs_bucket_is_private_encrypted_and_tls_only() -> None:
+    resources = cfn_yaml.load(str(TEMPLATE))["Resources"]
+    bucket = resources["JobsBucket"]["Properties"]
+    [encryption] = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert set(bucket["PublicAccessBlockConfiguration"].values()) == {True}
+    assert len(bucket["PublicAccessBlockConfiguration"]) == 4
+    assert bucket["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    [deny] = resources["JobsBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_the_lifecycle_rule_keeps_every_result_at_least_its_ttl_and_less_than_a_day_more() -> None:
+    template = cfn_yaml.load(str(TEMPLATE))
+    parameter = template["Parameters"]["JobTtlHours"]
+    table = template["Mappings"]["JobTtl"]
+    assert sorted(table, key=int) == parameter["AllowedValues"]
+    assert parameter["Default"] in parameter["AllowedValues"]
+    for hours, entry in table.items():
+        seconds = int(entry["Seconds"])
+        assert seconds == int(hours) * 3600
+        assert entry["Days"] == -(-seconds // 86_400)  # whole days, rounded up
+    [rule] = template["Resources"]["JobsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert rule["Status"] == "Enabled"
+    assert rule["Prefix"] == "jobs/"
+    assert rule["ExpirationInDays"] == {"Fn::FindInMap": ["JobTtl", {"Ref": "JobTtlHours"}, "Days"]}
+    variables = function()["Properties"]["Environment"]["Variables"]
+    assert variables["THAW_JOB_TTL_S"] == {
+        "Fn::FindInMap": ["JobTtl", {"Ref": "JobTtlHours"}, "Seconds"]
+    }
+
+
+def test_the_function_keeps_jobs_under_the_prefix_its_role_may_write() -> None:
+    from runtime.settings import Settings
+
+    props = function()["Properties"]
+    url = props["Environment"]["Variables"]["THAW_JOBS_URL"]["Fn::Sub"]
+    assert url == "s3://${JobsBucket}/jobs"
+    settings = Settings.from_env({"THAW_JOBS_URL": url.replace("${JobsBucket}", "b")})
+    assert settings.jobs_url == "s3://b/jobs"
+    [objects] = [s for s in props["Policies"][0]["Statement"] if s["Sid"] == "JobObjects"]
+    assert objects["Resource"] == {"Fn::Sub": "${JobsBucket.Arn}/jobs/*"}
+    assert sorted(objects["Action"]) == ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
+    invoke = props["EventInvokeConfig"]
+    assert invoke["MaximumEventAgeInSeconds"] == {"Ref": "JobStartTimeout"}
+    assert props["Environment"]["Variables"]["THAW_QUEUE_TIMEOUT_S"] == {"Ref": "JobStartTimeout"}
