@@ -13,9 +13,11 @@ submission and at the metadata service later (DNS rebinding) is refused then.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from urllib.parse import urlsplit
@@ -170,10 +172,19 @@ async def vetted(destination: Destination, resolve: Resolver) -> list[str]:
     return addresses
 
 
+_RESOLVERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="thaw-webhook-dns")
+"""`getaddrinfo` blocks, for as long as the system resolver's own timeouts: lookups get threads
+of their own, so a slow DNS server holds these, not the loop's default executor that the job
+store's reads and writes use (a job's completion never waits behind a webhook's lookup)."""
+
+
 async def system_resolve(host: str, port: int) -> list[str]:
-    """The host's addresses from the system resolver (in a thread: `getaddrinfo` blocks)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    """The host's addresses from the system resolver."""
+    infos = await asyncio.get_running_loop().run_in_executor(
+        _RESOLVERS,
+        functools.partial(
+            socket.getaddrinfo, host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        ),
     )
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 

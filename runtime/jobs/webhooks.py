@@ -6,13 +6,11 @@ runner hands each change to `send`, from the event loop or an inference thread: 
 builds the body and queues it, so neither the loop nor the model ever waits for a receiver.
 
 Deliveries run as asyncio tasks on the server's loop, one lane per job so a job's events arrive
-in order (a newer progress event replaces one still waiting). Every attempt is bounded
-(`THAW_WEBHOOK_TIMEOUT_S`: resolve, connect, send, answer); a failure worth retrying (no
-connection, no answer, 408, 429, 5xx) is retried with exponential backoff and jitter, honouring
-`Retry-After`, until `THAW_WEBHOOK_RETRY_S` is spent; any other answer ends the delivery. At most
-`THAW_WEBHOOK_QUEUE_SIZE` deliveries wait in the process (more are dropped and logged), so a
-slow receiver cannot hold memory without bound. At shutdown, pending deliveries get
-`THAW_WEBHOOK_DRAIN_S`. Each delivery ends in exactly one log record saying how it went.
+in order (a newer progress event replaces one still waiting); `runtime.jobs.delivery` makes the
+attempts (each bounded, retried with backoff for a bounded time) and logs how each delivery
+ended. At most `THAW_WEBHOOK_QUEUE_SIZE` deliveries wait in the process (more are dropped and
+logged), so a slow receiver cannot hold memory without bound. At shutdown, pending deliveries
+get `THAW_WEBHOOK_DRAIN_S`.
 
 Deliveries live in this process's memory: a process that dies loses the ones not yet made.
 """
@@ -31,77 +29,28 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from runtime.jobs import transport
+from runtime.jobs.delivery import Deliverer, Delivery, JobEvent, Outcome
 from runtime.jobs.destinations import (
     AllowList,
-    Destination,
     Resolver,
     WebhookRefused,
     parse,
     system_resolve,
     vetted,
 )
-from runtime.jobs.signing import signed_headers
 from runtime.jobs.store import Job
 from runtime.settings import WebhookSettings
 
 log = logging.getLogger("thaw.webhooks")
 
-BACKOFF_MAX_S = 60.0
-"""The longest wait between two attempts that backoff alone makes (`Retry-After` may ask more)."""
-
 SUBMIT_RESOLVE_S = 2.0
 """How long a submission waits to learn its webhook host's addresses (no answer: accepted, and
 every delivery attempt checks them again)."""
 
-RETRY_STATUSES = frozenset({408, 429})
-"""4xx answers that mean "later" rather than "no"; every 5xx is retried too."""
-
-
-class JobEvent(StrEnum):
-    """What a job's webhook can be told."""
-
-    START = "start"
-    """The job left the queue and began on the model."""
-
-    PROGRESS = "progress"
-    """A denoising step finished (at most one event per `THAW_WEBHOOK_PROGRESS_S` per job)."""
-
-    COMPLETED = "completed"
-    """The job ended: `data.status` says succeeded, failed or canceled."""
-
-    @property
-    def type(self) -> str:
-        """The event's `type` in the body."""
-        return {"start": "job.started", "progress": "job.progress"}.get(self, "job.completed")
-
-
 DEFAULT_EVENTS = (JobEvent.COMPLETED,)
-
-
-class Outcome(StrEnum):
-    """How a delivery ended (the `outcome` of its log record)."""
-
-    DELIVERED = "delivered"
-    """A 2xx answer."""
-
-    REJECTED = "rejected"
-    """An answer not worth retrying (3xx, 4xx but 408 and 429)."""
-
-    GAVE_UP = "gave_up"
-    """Retryable failures until the retry budget was spent."""
-
-    REFUSED = "refused"
-    """The host resolved to an address webhooks may not go to."""
-
-    DROPPED = "dropped"
-    """Not queued: the process already holds `THAW_WEBHOOK_QUEUE_SIZE` deliveries."""
-
-    ABANDONED = "abandoned"
-    """Still pending when the shutdown's `THAW_WEBHOOK_DRAIN_S` ran out."""
 
 
 @dataclass(frozen=True)
@@ -113,27 +62,6 @@ class Subscription:
 
     def as_request(self) -> dict[str, Any]:
         return {"webhook": self.url, "webhook_events": [event.value for event in self.events]}
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One event for one webhook: its id stays the same across attempts."""
-
-    webhook_id: str
-    job_id: str
-    event: JobEvent
-    destination: Destination
-    body: bytes
-
-
-@dataclass
-class Attempt:
-    """How one attempt went; `retry` when another may succeed."""
-
-    outcome: Outcome | None
-    status: int | None = None
-    error: str | None = None
-    retry_after_s: float | None = None
 
 
 def plain_view(job: Job) -> dict[str, Any]:
@@ -160,13 +88,18 @@ class WebhookSender:
     ) -> None:
         self.settings = settings
         self.allowed = AllowList(settings.hosts)
+        self.deliverer = Deliverer(
+            settings,
+            resolve=resolve,
+            post=post,
+            wall=wall,
+            monotonic=monotonic,
+            sleep=sleep,
+            jitter=jitter,
+        )
         self._view = view
-        self._resolve = resolve
-        self._post = post
         self._wall = wall
         self._monotonic = monotonic
-        self._sleep = sleep
-        self._jitter = jitter
         self._lock = threading.Lock()
         self._lanes: dict[str, deque[Delivery]] = {}
         self._pending = 0
@@ -205,7 +138,7 @@ class WebhookSender:
             )
         with contextlib.suppress(OSError, TimeoutError):
             async with asyncio.timeout(SUBMIT_RESOLVE_S):
-                await vetted(destination, self._resolve)
+                await vetted(destination, self.deliverer.resolve)
         return Subscription(url, tuple(dict.fromkeys(chosen)))
 
     # -- queueing (any thread) -----------------------------------------------------------------
@@ -264,7 +197,7 @@ class WebhookSender:
             if begin:
                 self._driving.add(delivery.job_id)
         if full:
-            self._record(delivery, Outcome.DROPPED, 0)
+            self.deliverer.record(delivery, Outcome.DROPPED, 0)
         elif begin:
             self._begin(delivery.job_id)
 
@@ -302,7 +235,7 @@ class WebhookSender:
                         return
                     delivery = lane[0]
                 try:
-                    await self._deliver(delivery)
+                    await self.deliverer.deliver(delivery)
                 finally:
                     with self._lock:
                         lane.popleft()
@@ -312,54 +245,6 @@ class WebhookSender:
                 self._driving.discard(job_id)
             if self._tasks.get(job_id) is asyncio.current_task():
                 del self._tasks[job_id]
-
-    async def _deliver(self, delivery: Delivery) -> None:
-        started = self._monotonic()
-        attempts = 0
-        attempt = Attempt(None)
-        try:
-            while True:
-                attempts += 1
-                attempt = await self._attempt(delivery)
-                if attempt.outcome is not None:
-                    break
-                wait = self._backoff(attempts, attempt.retry_after_s)
-                if self._monotonic() - started + wait > self.settings.retry_s:
-                    attempt.outcome = Outcome.GAVE_UP
-                    break
-                await self._sleep(wait)
-        except asyncio.CancelledError:
-            self._record(delivery, Outcome.ABANDONED, attempts, attempt, started)
-            raise
-        self._record(delivery, attempt.outcome, attempts, attempt, started)
-
-    async def _attempt(self, delivery: Delivery) -> Attempt:
-        headers = signed_headers(
-            self.settings.keys, delivery.webhook_id, int(self._wall()), delivery.body
-        )
-        try:
-            async with asyncio.timeout(self.settings.timeout_s):
-                addresses = await vetted(delivery.destination, self._resolve)
-                answer = await self._post(delivery.destination, addresses, headers, delivery.body)
-        except WebhookRefused as exc:
-            return Attempt(Outcome.REFUSED, error=exc.message)
-        except TimeoutError:
-            return Attempt(None, error=f"no answer within {self.settings.timeout_s:g}s")
-        except (OSError, EOFError) as exc:
-            return Attempt(None, error=f"{type(exc).__name__}: {exc}"[:300])
-        status = answer.status
-        if 200 <= status < 300:
-            return Attempt(Outcome.DELIVERED, status)
-        if status >= 500 or status in RETRY_STATUSES:
-            return Attempt(None, status, f"answered {status}", answer.retry_after_s)
-        return Attempt(Outcome.REJECTED, status, f"answered {status}")
-
-    def _backoff(self, attempts: int, retry_after_s: float | None) -> float:
-        """Exponential from `backoff_s`, capped, jittered down to half (so receivers that
-        failed together are not retried together); at least what `Retry-After` asked."""
-        base = min(self.settings.backoff_s * 2.0 ** (attempts - 1), BACKOFF_MAX_S)
-        wait = base * (0.5 + self._jitter() / 2)
-        return max(wait, retry_after_s or 0.0)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -394,7 +279,7 @@ class WebhookSender:
             self._waiting.clear()
             self._pending = 0
         for delivery in left:
-            self._record(delivery, Outcome.ABANDONED, 0)
+            self.deliverer.record(delivery, Outcome.ABANDONED, 0)
         return len(tasks) + len(left)
 
     @contextlib.asynccontextmanager
@@ -406,35 +291,6 @@ class WebhookSender:
         finally:
             await self.drain()
 
-    # -- the record ----------------------------------------------------------------------------
-
-    def _record(
-        self,
-        delivery: Delivery,
-        outcome: Outcome,
-        attempts: int,
-        attempt: Attempt | None = None,
-        started: float | None = None,
-    ) -> None:
-        fields: dict[str, Any] = {
-            "job_id": delivery.job_id,
-            "webhook_id": delivery.webhook_id,
-            "event": delivery.event.value,
-            "url": delivery.destination.shown,
-            "outcome": outcome.value,
-            "attempts": attempts,
-            "status": attempt.status if attempt else None,
-            "error": attempt.error if attempt else None,
-        }
-        if started is not None:
-            fields["seconds"] = round(self._monotonic() - started, 3)
-        if outcome is Outcome.DELIVERED:
-            log.info("webhook delivered", extra=fields)
-        elif outcome in (Outcome.DROPPED, Outcome.ABANDONED):
-            log.warning(f"webhook {outcome.value}", extra=fields)
-        else:
-            log.warning("webhook failed", extra=fields)
-
 
 def _iso(seconds: float) -> str:
     return (
@@ -442,3 +298,6 @@ def _iso(seconds: float) -> str:
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z")
     )
+
+
+__all__ = ["DEFAULT_EVENTS", "JobEvent", "Subscription", "WebhookSender"]

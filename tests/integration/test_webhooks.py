@@ -302,6 +302,22 @@ def test_a_webhook_that_may_not_be_called_is_a_422_at_submission(
     assert server.get("/jobs/refused-hook").status_code == 404  # nothing was accepted
 
 
+def test_an_idempotent_put_repeats_its_webhook_too(
+    server: ServerProcess, receiver: Receiver
+) -> None:
+    body = {**QUICK, "webhook": receiver.url("/ok/put")}
+    first = server.client.put("/jobs/hooked-put", json=body)
+    assert first.status_code == 202
+    assert server.client.put("/jobs/hooked-put", json=body).status_code == 200
+    other = {**body, "webhook": receiver.url("/ok/put-elsewhere")}
+    assert server.client.put("/jobs/hooked-put", json=other).status_code == 409
+    [delivery] = receiver.wait("/ok/put", 1)
+    assert delivery.verified()["data"]["id"] == "hooked-put"
+    time.sleep(0.3)
+    assert len(receiver.at("/ok/put")) == 1  # one job, one event
+    assert receiver.at("/ok/put-elsewhere") == []
+
+
 def test_a_synchronous_generate_refuses_a_webhook(
     server: ServerProcess, receiver: Receiver
 ) -> None:

@@ -79,7 +79,11 @@ async def resolve_loopback(host: str, port: int) -> list[str]:
 
 
 def sender(
-    receiver: FakeReceiver, clock: FakeClock, resolve: Any = resolve_loopback, **overrides: Any
+    receiver: FakeReceiver,
+    clock: FakeClock,
+    resolve: Any = resolve_loopback,
+    jitter: Any = lambda: 1.0,  # no jitter: the backoff is exactly base * 2**n
+    **overrides: Any,
 ) -> WebhookSender:
     settings = WebhookSettings(
         **{
@@ -98,7 +102,7 @@ def sender(
         wall=clock.wall,
         monotonic=clock.monotonic,
         sleep=clock.sleep,
-        jitter=lambda: 1.0,  # no jitter: the backoff is exactly base * 2**n
+        jitter=jitter,
     )
 
 
@@ -181,8 +185,7 @@ def test_retry_after_is_honoured_and_jitter_only_shortens(caplog: pytest.LogCapt
     receiver, clock = FakeReceiver([Answer(429, retry_after_s=7.0), Answer(503)]), FakeClock()
 
     async def scenario() -> None:
-        webhooks = sender(receiver, clock)
-        webhooks._jitter = lambda: 0.0  # the shortest wait jitter allows: half
+        webhooks = sender(receiver, clock, jitter=lambda: 0.0)  # the shortest wait: half
         webhooks.send(job(), JobEvent.COMPLETED)
         await settle(webhooks)
 
@@ -373,14 +376,14 @@ def test_subscribe_checks_what_a_submission_asks_for() -> None:
         async def metadata(host: str, port: int) -> list[str]:
             return ["169.254.169.254"]
 
-        webhooks._resolve = metadata
+        webhooks.deliverer.resolve = metadata
         with pytest.raises(WebhookRefused, match="link-local"):
             await webhooks.subscribe("http://hooks.example.com/", None)
 
         async def unknown(host: str, port: int) -> list[str]:
             raise OSError("no such host")
 
-        webhooks._resolve = unknown  # not resolvable now: accepted, checked at delivery
+        webhooks.deliverer.resolve = unknown  # not resolvable now: accepted, checked at delivery
         assert await webhooks.subscribe("http://hooks.example.com/", None) is not None
         off = WebhookSender(WebhookSettings())
         with pytest.raises(WebhookRefused, match="not enabled"):
