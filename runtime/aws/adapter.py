@@ -26,6 +26,7 @@ from runtime.aws.events import (
     error_result,
     http_path,
     parse_function_arn,
+    prefers_async,
     within_payload_limit,
 )
 from runtime.aws.warmup import Target, Warmer
@@ -144,7 +145,7 @@ class LambdaAdapter:
             )
         path = http_path(event)
         waited = 0.0
-        if path in self.model_paths:
+        if path in self.model_paths and not prefers_async(event):  # a job needs no model yet
             before = self._clock.monotonic()
             self._wait_for_model(budget)
             waited = self._clock.monotonic() - before

@@ -264,6 +264,21 @@ def parse_function_arn(arn: str) -> tuple[str, str | None]:
     return parts[6], qualifier
 
 
+def prefers_async(event: Mapping[str, Any]) -> bool:
+    """The HTTP event asks `Prefer: respond-async` (RFC 7240): it will be answered 202 with a
+    job, so it needs no model now. Header names are case-insensitive in every event source."""
+    values: list[str] = []
+    for source in ("headers", "multiValueHeaders"):
+        headers = event.get(source)
+        if not isinstance(headers, Mapping):
+            continue
+        for name, value in headers.items():
+            if str(name).lower() == "prefer":
+                values.extend(value if isinstance(value, list) else [value])
+    prefer = ",".join(str(value) for value in values).lower()
+    return any(part.strip().split(";")[0] == "respond-async" for part in prefer.split(","))
+
+
 def http_path(event: Mapping[str, Any]) -> str | None:
     """The request path of an HTTP event, whichever source sent it."""
     raw = event.get("rawPath")

@@ -14,12 +14,12 @@ from botocore.stub import Stubber
 
 from runtime.aws.adapter import LambdaAdapter
 from runtime.aws.dispatch import DispatchError, SelfInvoker
-from runtime.aws.events import EventKind, classify, job_event
+from runtime.aws.events import EventKind, classify, job_event, prefers_async
 from runtime.aws.warmup import Warmer
 from runtime.lifecycle.slot import ModelSlot, RetryPolicy
 from runtime.lifecycle.states import SlotState
 from tests.support.fakes import CountingLoader
-from tests.unit.aws.test_adapter import ARN, Context, RecordingHttp
+from tests.unit.aws.test_adapter import ARN, EVENTS, Context, RecordingHttp
 
 
 def lambda_client() -> Any:
@@ -72,7 +72,9 @@ def test_dispatch_fails_loudly_without_a_target_or_when_lambda_refuses() -> None
             invoker.dispatch("job-1")
 
 
-def make(loader: CountingLoader, runs: list[tuple[str, float, SlotState]]) -> LambdaAdapter:
+def make(
+    loader: CountingLoader, runs: list[tuple[str, float, SlotState]], *, max_wait_s: float = 0.1
+) -> LambdaAdapter:
     slot: ModelSlot[Any] = ModelSlot(
         "test", loader, release=loader.release, retry=RetryPolicy(attempts=1, cooldown_s=60)
     )
@@ -86,7 +88,7 @@ def make(loader: CountingLoader, runs: list[tuple[str, float, SlotState]]) -> La
         RecordingHttp(slot),
         Warmer(slot, "env-self", hold_s=0.0),
         margin_s=0.5,
-        max_wait_s=0.1,  # a client's wait: a worker's is not capped by it
+        max_wait_s=max_wait_s,  # a client's wait: a worker's is not capped by it
         model_paths=("/generate",),
         jobs=run,
         dispatcher=SelfInvoker(client_factory=lambda: None),  # type: ignore[arg-type,return-value]
@@ -118,3 +120,34 @@ def test_without_a_job_runner_a_job_event_is_a_clear_error() -> None:
     )
     answer = adapter(job_event("job-1"), Context())
     assert answer["error"]["code"] == "unsupported_event"
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"prefer": "respond-async"}, True),
+        ({"Prefer": "wait=10, respond-async"}, True),
+        ({"prefer": "respond-async; wait=5"}, True),
+        ({"prefer": "return=minimal"}, False),
+        ({}, False),
+    ],
+)
+def test_prefer_respond_async_is_read_from_any_event_source(
+    headers: dict[str, str], expected: bool
+) -> None:
+    assert prefers_async({"headers": headers}) is expected
+    multi = {"multiValueHeaders": {name: [value] for name, value in headers.items()}}
+    assert prefers_async(multi) is expected
+
+
+def test_an_async_generate_does_not_wait_for_the_model() -> None:
+    gate = threading.Event()
+    adapter = make(CountingLoader(gate=gate), [], max_wait_s=30)
+    adapter.slot.start()
+    event: dict[str, Any] = json.loads((EVENTS / "function_url_generate.json").read_text())
+    event["headers"]["prefer"] = "respond-async"
+    started = time.monotonic()
+    adapter(event, Context(remaining_ms=60_000))
+    waited = time.monotonic() - started
+    gate.set()
+    assert waited < 5  # a synchronous /generate would wait up to 30 s for the gate
