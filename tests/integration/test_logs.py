@@ -170,5 +170,9 @@ def test_a_bad_THAW_LOG_FORMAT_stops_the_server_naming_it() -> None:
         code = server.wait_exit(60)
     finally:
         server.stop()
-    assert code != 0
+    assert code == 2  # a usage error, as a CLI's: the platform shows it, no traceback
     assert "THAW_LOG_FORMAT='yaml' must be one of: auto, text, json" in server.log
+    assert "Traceback" not in server.log
+    lines = server.log.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert json.loads(lines[0])["level"] == "error"  # still a JSON line where JSON is read
