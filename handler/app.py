@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from handler import errors
+from handler import errors, openapi
 from handler.config import Config
 from handler.jobs_view import job_view
 from handler.lifespan import app_lifespan
@@ -122,6 +122,7 @@ def create_app(
     app.include_router(jobs.build_router(model))
     app.include_router(openai_images.build_router(model, settings.max_batch))
     errors.install(app)
+    openapi.install(app, service.slot.peek)  # the loaded model's request, once it is
     app.add_middleware(BodyLimit, max_bytes=config.server.max_body_bytes)
     app.add_middleware(RequestContext, telemetry=service.telemetry)  # outermost: sees every answer
     return app

@@ -7,6 +7,7 @@ runtime's `EnvReader`, so every bad value fails at start naming its `THAW_*` var
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,9 @@ class PipelineSettings:
     """Run one tiny generation after the load, so that the first request skips first-call costs."""
     log_prompts: bool = False
     """Log prompts (never images), for debugging; off, no prompt reaches the logs."""
+    variant: str | None = None
+    """Weight files of this variant (`THAW_VARIANT=fp16` reads `*.fp16.safetensors`); unset: the
+    plain files, or the one variant a folder holds when it has no plain ones."""
 
     @classmethod
     def from_env(cls, env: EnvReader) -> PipelineSettings:
@@ -40,12 +44,16 @@ class PipelineSettings:
         dtype = env.string("DTYPE", "auto").lower()
         if dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise SettingsError(f"THAW_DTYPE={dtype!r} must be auto, float32, float16 or bfloat16")
+        variant = env.optional("VARIANT")
+        if variant is not None and not re.fullmatch(r"[A-Za-z0-9_]+", variant):
+            raise SettingsError(f"THAW_VARIANT={variant!r} must be a word such as fp16 or bf16")
         return cls(
             device=device,
             dtype=dtype,
             torch_threads=env.integer("TORCH_THREADS", 0, minimum=0, maximum=1024),
             warm_inference=env.flag("WARM_INFERENCE", False),
             log_prompts=env.flag("LOG_PROMPTS", False),
+            variant=variant,
         )
 
 
@@ -76,47 +84,82 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """Bounds on what a request may ask for. Violations are 422s naming the field and bound."""
+    """Bounds on what a request may ask for. Violations are 422s naming the field and bound.
+
+    None means "the loaded model's own" (see handler.terms): its call's default steps and
+    guidance, its native size, and bounds from its native size (each side up to twice it, at
+    least 2048; at most four times its area, at least 1024*1024 pixels)."""
 
     max_prompt_chars: int = 2000
     """The longest prompt or negative prompt, in characters."""
-    default_steps: int = 25
-    """Inference steps when a request names none."""
+    default_steps: int | None = None
+    """Inference steps when a request names none; unset: the model's own default."""
     max_steps: int = 100
     """The most inference steps a request may ask for."""
-    max_side: int = 2048
-    """The largest width or height (both multiples of 8, at least 64)."""
-    max_pixels: int = 1024 * 1024
-    """The largest width × height."""
+    max_side: int | None = None
+    """The largest width or height; unset: twice the model's native side, at least 2048."""
+    max_pixels: int | None = None
+    """The largest width × height; unset: four times the model's native area, at least
+    1024 × 1024."""
     max_guidance: float = 30.0
     """The largest guidance scale a request may ask for."""
-    default_guidance: float = 7.5
-    """The guidance scale when a request names none."""
+    default_guidance: float | None = None
+    """The guidance scale when a request names none; unset: the model's own default."""
+    default_width: int | None = None
+    """The width when a request names none (a multiple of 8); unset: the model's native width."""
+    default_height: int | None = None
+    """The height when a request names none (a multiple of 8); unset: the model's native
+    height."""
 
     @classmethod
     def from_env(cls, env: EnvReader) -> ImageLimits:
         max_steps = env.integer("MAX_STEPS", 100, minimum=1, maximum=1000)
-        default_steps = env.integer("DEFAULT_STEPS", 25, minimum=1)
-        if default_steps > max_steps:
+        default_steps = _optional_integer(env, "DEFAULT_STEPS", minimum=1)
+        if default_steps is not None and default_steps > max_steps:
             raise SettingsError(
                 f"THAW_DEFAULT_STEPS={default_steps} exceeds THAW_MAX_STEPS={max_steps}"
             )
         max_guidance = env.number("MAX_GUIDANCE", 30.0, maximum=100.0)
-        default_guidance = env.number("DEFAULT_GUIDANCE", 7.5)
-        if default_guidance > max_guidance:
+        default_guidance = (
+            None if env.raw("DEFAULT_GUIDANCE") is None else env.number("DEFAULT_GUIDANCE", 0.0)
+        )
+        if default_guidance is not None and default_guidance > max_guidance:
             raise SettingsError(
                 f"THAW_DEFAULT_GUIDANCE={default_guidance:g} exceeds "
                 f"THAW_MAX_GUIDANCE={max_guidance:g}"
             )
+        max_side = _optional_integer(env, "MAX_SIDE", minimum=64, maximum=MAX_SIDE_CEILING)
+        sides = {
+            name: _optional_integer(env, name, minimum=64, maximum=max_side or MAX_SIDE_CEILING)
+            for name in ("DEFAULT_WIDTH", "DEFAULT_HEIGHT")
+        }
+        for name, side in sides.items():
+            if side is not None and side % 8:
+                raise SettingsError(f"THAW_{name}={side} must be a multiple of 8")
         return cls(
             max_prompt_chars=env.integer("MAX_PROMPT_CHARS", 2000, minimum=1, maximum=100_000),
             default_steps=default_steps,
             max_steps=max_steps,
-            max_side=env.integer("MAX_SIDE", 2048, minimum=64, maximum=16384),
-            max_pixels=env.integer("MAX_PIXELS", 1024 * 1024, minimum=64 * 64),
+            max_side=max_side,
+            max_pixels=_optional_integer(env, "MAX_PIXELS", minimum=64 * 64),
             max_guidance=max_guidance,
             default_guidance=default_guidance,
+            default_width=sides["DEFAULT_WIDTH"],
+            default_height=sides["DEFAULT_HEIGHT"],
         )
+
+
+MAX_SIDE_CEILING = 16384
+"""The largest side any setting or request may name."""
+
+
+def _optional_integer(
+    env: EnvReader, name: str, *, minimum: int, maximum: int | None = None
+) -> int | None:
+    """An integer setting whose absence means "the model's own"."""
+    if env.raw(name) is None:
+        return None
+    return env.integer(name, 0, minimum=minimum, maximum=maximum)
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,14 @@ def error_response(
 
 
 def thaw_error_response(exc: errors.ThawError) -> JSONResponse:
-    response = error_response(status_for(exc), exc.code, exc.message, retry_after=exc.retry_after)
+    # A refusal found past the request model (the loaded model's own terms) names its field as
+    # the request model's 422s do; one about the whole request names the body.
+    details = None
+    if isinstance(exc, errors.InvalidRequest):
+        details = [{"field": exc.field or "body", "message": exc.message}]
+    response = error_response(
+        status_for(exc), exc.code, exc.message, retry_after=exc.retry_after, details=details
+    )
     if isinstance(exc, errors.Unauthorized):
         response.headers["WWW-Authenticate"] = 'Bearer realm="thaw"'
     return response

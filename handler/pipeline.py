@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from handler.child import LOAD_REF
 from handler.config import Config
+from handler.terms import ModelTerms, read_terms
+from handler.variants import choose_variant
 from runtime import collector
 from runtime.lifecycle.slot import ModelSlot
 from runtime.observe.phases import PhaseRecorder
@@ -47,6 +49,9 @@ class LoadedPipeline:
     dtype: str
     source: str
     default_size: tuple[int, int]
+    terms: ModelTerms | None = None
+    """What a request to this model may ask (None: a custom loader's pipeline, taken to be
+    called as Stable Diffusion's is)."""
 
     def when_lost(self, callback: Callable[[str], None]) -> None:
         """The slot hears here when the pipeline dies with its worker process."""
@@ -69,20 +74,30 @@ class LoadedPipeline:
             "dtype": self.dtype,
             "source": self.source,
             "default_size": self.default_size,
+            "terms": self.terms,
         }
+
+    def fit(self, params: GenerationParams) -> GenerationParams:
+        """`params` with this model's defaults filled in, or `InvalidRequest` (see
+        `ModelTerms.fit`); unchanged for a pipeline without terms."""
+        return params if self.terms is None else self.terms.fit(params)
 
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """One validated request, with defaults filled in (the seed included)."""
+    """One validated request; the seed is drawn when the request had none. None elsewhere is
+    the loaded model's default, filled in by `LoadedPipeline.fit` (as are the fields a model does
+    not take: None)."""
 
     prompt: str
     negative_prompt: str | None
-    steps: int
-    guidance: float
+    steps: int | None
+    guidance: float | None
     width: int | None
     height: int | None
     seed: int
+    true_cfg_scale: float | None = None
+    max_sequence_length: int | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +177,7 @@ def load_pipeline(config: Config, phases: PhaseRecorder) -> LoadedPipeline:
         fetch.cancel()  # a retried load must not race a leftover download
         raise
     path = fetch.result()
+    variant = choose_variant(path, settings.variant)
     # On the default GPU, diffusers places each component's weights straight on the device as it
     # reads them (no CPU copy first); elsewhere the pipeline is built on the CPU and moved.
     direct = device == "cuda"
@@ -171,22 +187,26 @@ def load_pipeline(config: Config, phases: PhaseRecorder) -> LoadedPipeline:
             dtype=getattr(torch, dtype_name),
             local_files_only=True,  # safetensors preferred (memory-mapped, no pickle)
             **({"device_map": device} if direct else {}),
+            **({"variant": variant} if variant else {}),
         )
         pipe.set_progress_bar_config(disable=True)
     if not direct:
         with phases.phase("to_device"):
             pipe = pipe.to(device)
+    terms = read_terms(pipe, config.limits)
+    phases.progress("build", pipeline=terms.pipeline, variant=variant)
     loaded = LoadedPipeline(
         pipe=pipe,
         device=device,
         dtype=dtype_name,
         source=config.model_ref,
-        default_size=_default_size(pipe),
+        default_size=terms.default_size,
+        terms=terms,
     )
     if settings.warm_inference:
         with phases.phase("warmup"):
-            side = 64
-            generate(loaded, GenerationParams("warm-up", None, 1, 1.0, side, side, 0))
+            side = max(64, terms.size_multiple)
+            generate(loaded, GenerationParams("warm-up", None, 1, None, side, side, 0))
     return loaded
 
 
@@ -216,14 +236,6 @@ def _model_folder(config: Config, phases: PhaseRecorder, cancel: threading.Event
     return folder
 
 
-def _default_size(pipe: Any) -> tuple[int, int]:
-    unet = getattr(pipe, "unet", None)
-    scale = getattr(pipe, "vae_scale_factor", 8)
-    sample = getattr(getattr(unet, "config", None), "sample_size", 64)
-    side = int(sample if isinstance(sample, int) else sample[0]) * int(scale)
-    return side, side
-
-
 def load_in_worker(config: Config, phases: PhaseRecorder) -> LoadedPipeline:
     """`THAW_WORKER=process`: load the pipeline in a child process (see runtime.worker); this
     process never imports torch. The child reads the same settings from the environment."""
@@ -243,6 +255,7 @@ def load_in_worker(config: Config, phases: PhaseRecorder) -> LoadedPipeline:
         dtype=summary["dtype"],
         source=summary["source"],
         default_size=tuple(summary["default_size"]),
+        terms=summary.get("terms"),
     )
 
 
@@ -279,9 +292,20 @@ def in_process_loader(config: Config) -> PipelineLoader:
     return collector.pausing(loader) if config.runtime.gc_pause else loader
 
 
-def batch_key(params: GenerationParams) -> tuple[int, float, int | None, int | None]:
-    """Requests with equal keys can share one pipeline call (prompts and seeds may differ)."""
-    return (params.steps, params.guidance, params.width, params.height)
+def batch_key(params: GenerationParams) -> tuple[Any, ...]:
+    """Requests with equal keys can share one pipeline call (prompts and seeds may differ):
+    every other value the call takes is in it. So is whether a negative prompt was given: to
+    SDXL no negative prompt means zeroed embeddings, not those of "", and to Flux no true
+    classifier-free guidance; a batch passes one for every item or none."""
+    return (
+        params.steps,
+        params.guidance,
+        params.width,
+        params.height,
+        params.true_cfg_scale,
+        params.max_sequence_length,
+        params.negative_prompt is not None,
+    )
 
 
 def generate(loaded: LoadedPipeline, params: GenerationParams) -> GeneratedImage:
@@ -292,13 +316,17 @@ def generate(loaded: LoadedPipeline, params: GenerationParams) -> GeneratedImage
 def generate_batch(loaded: LoadedPipeline, batch: list[GenerationParams]) -> list[GeneratedImage]:
     """Run requests with one `batch_key` as one pipeline call, one generator per request, so
     each image is the one its seed gives alone. Blocking: call it from a worker thread."""
+    # Each request's defaults filled in for this model (it may have loaded, or been replaced,
+    # while the request waited); one that asks what it does not take is refused here, and a
+    # batch's requests share what decides that (`batch_key`): all of it or none.
+    batch = [loaded.fit(params) for params in batch]
     if isinstance(loaded.pipe, WorkerProcess):
         return _in_worker(loaded.pipe, batch)
     import torch
 
     first = batch[0]
     if any(batch_key(params) != batch_key(first) for params in batch):
-        raise ValueError("a batch mixes sizes, steps or guidance")
+        raise ValueError("a batch mixes sizes, steps, guidance or negative prompts")
     started = time.perf_counter()
     # CPU generators give the same image for the same seed on every device.
     generators = [torch.Generator("cpu").manual_seed(params.seed) for params in batch]
@@ -309,15 +337,10 @@ def generate_batch(loaded: LoadedPipeline, batch: list[GenerationParams]) -> lis
     with SHARED_PIPELINE_CALLS if pipe is loaded.pipe else nullcontext(), torch.inference_mode():
         result = pipe(
             prompt=[params.prompt for params in batch],
-            # diffusers reads no negative prompt as "" for every item of a batch.
-            negative_prompt=None if not any(negative) else [text or "" for text in negative],
-            num_inference_steps=first.steps,
-            guidance_scale=first.guidance,
-            width=first.width,
-            height=first.height,
             generator=generators if len(batch) > 1 else generators[0],
             output_type="pil",
-            **_step_reports(pipe, first.steps),
+            **call_arguments(first, None if first.negative_prompt is None else negative),
+            **_step_reports(pipe, first.steps or 1),
         )
     inferred = time.perf_counter()
     images: list[GeneratedImage] = []
@@ -335,6 +358,21 @@ def generate_batch(loaded: LoadedPipeline, batch: list[GenerationParams]) -> lis
             )
         )
     return images
+
+
+def call_arguments(first: GenerationParams, negative: list[str | None] | None) -> dict[str, Any]:
+    """The pipeline's keyword arguments beside the prompts and generators: the values a batch
+    shares, each passed only when set (`fit` leaves a field the model does not take None)."""
+    values = {
+        "negative_prompt": negative,
+        "num_inference_steps": first.steps,
+        "guidance_scale": first.guidance,
+        "true_cfg_scale": first.true_cfg_scale,
+        "width": first.width,
+        "height": first.height,
+        "max_sequence_length": first.max_sequence_length,
+    }
+    return {name: value for name, value in values.items() if value is not None}
 
 
 SHARED_PIPELINE_CALLS = threading.Lock()

@@ -57,6 +57,8 @@ class AppState:
         report["device"] = loaded.device if loaded else self.config.pipeline.device
         report["dtype"] = loaded.dtype if loaded else self.config.pipeline.dtype
         report["preload"] = self.config.runtime.preload.value
+        terms = loaded.terms if loaded else None
+        report["pipeline"] = terms.summary() if terms else None  # what its requests may ask
         return report if detailed else public_health(report)
 
 

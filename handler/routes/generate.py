@@ -139,11 +139,14 @@ def budgeted(
     state: AppState, params: GenerationParams
 ) -> Callable[[LoadedPipeline, list[GenerationParams]], list[GeneratedImage]]:
     """The batch function for this request: the pixel budget checked (before queueing when the
-    model's default size is known, and again against the model that runs it), then generate."""
+    model's default size is known, and again against the model that runs it), then generate.
+    `generate_batch` fits each request to the model that runs it (its defaults, what it takes);
+    when a model is loaded already, a request it refuses is refused before queueing."""
     limits = state.config.limits
     loaded = state.service.slot.peek()
     if loaded is not None:  # refuse before queueing when the model's default size is known
         check_pixel_budget(params, loaded.default_size, limits)
+        loaded.fit(params)
 
     def generate_within_budget(
         model: LoadedPipeline, batch: list[GenerationParams]
@@ -209,6 +212,8 @@ def job_request(params: GenerationParams) -> dict[str, Any]:
         "width": params.width,
         "height": params.height,
         "seed": params.seed,
+        "true_cfg_scale": params.true_cfg_scale,
+        "max_sequence_length": params.max_sequence_length,
     }
 
 

@@ -48,6 +48,7 @@ from handler.pipeline import GeneratedImage, GenerationParams, LoadedPipeline, b
 from handler.routes.generate import budgeted, job_request, run_watched, start_request
 from handler.schemas import GenerateRequestBase
 from handler.state import AppState
+from handler.terms import SizeRefused
 from runtime import errors
 from runtime.jobs.store import LocalJobStore
 from runtime.lifecycle.service import Served
@@ -95,6 +96,8 @@ def error_response(exc: Exception) -> JSONResponse:
         retry_after = exc.retry_after
         if isinstance(exc, errors.InvalidRequest) and exc.field:
             param = PARAM_OF_FIELD.get(exc.field, exc.field)
+        if isinstance(exc, SizeRefused):  # the loaded model's own bounds, met after the edge's
+            param, message = "size", f"size: {message}"
         if isinstance(exc, errors.Unauthorized):
             headers["WWW-Authenticate"] = 'Bearer realm="thaw"'
     elif isinstance(exc, RequestValidationError):

@@ -20,6 +20,7 @@ def server(tiny_model: Path) -> Iterator[ServerProcess]:
     proc = ServerProcess({"THAW_MODEL": str(tiny_model)}).start()
     proc.wait_live(timeout=30)
     # Seen at the first /livez answer, long before the heavy imports are done.
+    proc.first_openapi = proc.get("/openapi.json").json()  # type: ignore[attr-defined]
     proc.first_readyz = proc.get("/readyz")  # type: ignore[attr-defined]
     proc.first_health = proc.get("/health").json()  # type: ignore[attr-defined]
     proc.wait_ready(timeout=120)
@@ -145,3 +146,29 @@ def test_health_reports_the_load(server: ServerProcess) -> None:
     assert report["load_seconds"] > 0
     for key in ("last_error", "inflight", "queued", "uptime_s", "cold_start"):
         assert key in report
+
+
+def request_fields(openapi: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = openapi["components"]["schemas"]["GenerateRequest"]["properties"]
+    return fields
+
+
+def test_openapi_shows_what_the_loaded_model_takes(server: ServerProcess) -> None:
+    # Before the load, the edge's schema: the fields of every pipeline family.
+    edge = request_fields(server.first_openapi)  # type: ignore[attr-defined]
+    assert {"true_cfg_scale", "max_sequence_length"} <= set(edge)
+    # After it, Stable Diffusion's call: no T5 encoder, no true CFG; its own defaults.
+    fields = request_fields(server.get("/openapi.json").json())
+    assert "true_cfg_scale" not in fields
+    assert "max_sequence_length" not in fields
+    assert fields["width"]["default"] == fields["height"]["default"] == 64
+    assert fields["num_inference_steps"]["default"] == 50
+
+
+def test_a_field_the_model_does_not_take_is_a_422_naming_it(server: ServerProcess) -> None:
+    response = server.post("/generate", json={**SMALL, "prompt": "x", "max_sequence_length": 77})
+    assert response.status_code == 422
+    assert response.json()["error"]["message"] == (
+        "max_sequence_length: this model (StableDiffusionPipeline) does not take "
+        "max_sequence_length"
+    )
