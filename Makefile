@@ -18,9 +18,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# The tiny random-weight Stable Diffusion pipeline, built once into the cache (never committed).
+# The tiny random-weight pipelines, built once into the cache (never committed): Stable Diffusion
+# (the embedded default model), SDXL, SD3 and Flux, and Flux again as fp16 variant files.
 model: setup
-	$(BIN)/python infra/scripts/build_tiny_model.py
+	$(BIN)/python infra/scripts/build_tiny_model.py --family sd sdxl sd3 flux
+	$(BIN)/python infra/scripts/build_tiny_model.py --family flux --variant fp16
 
 # thaw's own modules compiled to bytecode, as the Dockerfile does for the image: a start that
 # compiles ~30 modules from source (PYTHONDONTWRITEBYTECODE, a read-only tree) pays ~0.2 s.
