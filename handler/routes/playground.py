@@ -1,4 +1,4 @@
-"""The playground at `/`: one page, its stylesheet, script and icon, from `handler/static/`.
+"""The playground at `/`: one page, its stylesheet, scripts and icon, from `handler/static/`.
 
 No build step: the files are served as committed. They are read on first request, not at import,
 so a cold start does not pay for them. The page talks only to its own origin, so its
@@ -8,6 +8,7 @@ Content-Security-Policy allows nothing else: no inline script or style, no other
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -18,13 +19,15 @@ from starlette.exceptions import HTTPException
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
-# What `/playground/{name}` serves: an allowlist, so no request names any other file.
-ASSETS = {
-    "playground.css": "text/css; charset=utf-8",
-    "playground.js": "text/javascript; charset=utf-8",
-    "icon.svg": "image/svg+xml",
-}
 PAGE = "playground.html"
+# What `/playground/{name}` serves: files of `handler/static` with these suffixes and a plain
+# name (no path, no dot-file), so no request reaches any other file.
+MEDIA_TYPES = {
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",  # the page's ES modules
+    ".svg": "image/svg+xml",
+}
+ASSET_NAME = re.compile(r"[a-z][a-z0-9-]*\.(?:css|js|svg)")
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -55,30 +58,43 @@ class Asset:
     etag: str
 
 
-@cache
-def load(name: str, media_type: str) -> Asset:
-    body = (STATIC / name).read_bytes()
+def asset(body: bytes, media_type: str) -> Asset:
     return Asset(body, media_type, f'"{hashlib.sha256(body).hexdigest()[:20]}"')
 
 
-def respond(request: Request, asset: Asset) -> Response:
+@cache
+def assets() -> dict[str, Asset]:
+    """Every file the page may load, by name: read once, on first use."""
+    return {
+        path.name: asset(path.read_bytes(), MEDIA_TYPES[path.suffix])
+        for path in sorted(STATIC.iterdir())
+        if ASSET_NAME.fullmatch(path.name)
+    }
+
+
+@cache
+def page() -> Asset:
+    return asset((STATIC / PAGE).read_bytes(), "text/html; charset=utf-8")
+
+
+def respond(request: Request, file: Asset) -> Response:
     # `no-cache` revalidates each time (a 304 when unchanged), so a new release shows at once.
-    headers = {**SECURITY_HEADERS, "ETag": asset.etag, "Cache-Control": "no-cache"}
-    if asset.etag in request.headers.get("if-none-match", ""):
+    headers = {**SECURITY_HEADERS, "ETag": file.etag, "Cache-Control": "no-cache"}
+    if file.etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
-    return Response(asset.body, media_type=asset.media_type, headers=headers)
+    return Response(file.body, media_type=file.media_type, headers=headers)
 
 
 @router.get("/")
 async def playground(request: Request) -> Response:
     """The playground page."""
-    return respond(request, load(PAGE, "text/html; charset=utf-8"))
+    return respond(request, page())
 
 
 @router.get("/playground/{name}")
 async def playground_asset(request: Request, name: str) -> Response:
-    """The page's stylesheet, script and icon."""
-    media_type = ASSETS.get(name)
-    if media_type is None:
+    """The page's stylesheet, scripts and icon."""
+    found = assets().get(name)
+    if found is None:
         raise HTTPException(404, f"no playground file {name[:64]!r}")
-    return respond(request, load(name, media_type))
+    return respond(request, found)
