@@ -245,3 +245,27 @@ def test_a_replica_killed_mid_job_leaves_it_lost_after_its_lease_not_running_for
         assert b.get(f"/jobs/{job['id']}/image").status_code == 409
     finally:
         doomed.stop()  # its model worker went with it (PR_SET_PDEATHSIG, runtime.worker)
+
+
+def test_a_replica_keeps_its_queued_jobs_leases_and_a_drain_finishes_them(
+    tiny_model: Path, s3: S3Server, pair: tuple[ServerProcess, ServerProcess, str]
+) -> None:
+    _, b, prefix = pair
+    c = replica(tiny_model, s3, prefix, THAW_MAX_STEPS="500").start()
+    try:
+        c.wait_ready()
+        first = c.post("/jobs", json={**LONG, "num_inference_steps": 500}).json()
+        wait_job(b, first["id"], "running")
+        second = c.post("/jobs", json=QUICK).json()  # queued behind it: no progress to write
+        held_since = time.monotonic()
+        while time.monotonic() - held_since < 2 * LEASE_S:
+            # Past its first lease and still queued, not lost: C renews it while it waits.
+            assert b.get(f"/jobs/{second['id']}").json()["status"] == "queued"
+            time.sleep(0.2)
+        assert b.client.delete(f"/jobs/{first['id']}").status_code == 200  # cut it short
+        c.signal(signal.SIGTERM)  # the drain waits for the queued job
+        assert c.wait_exit(60) == 0
+        assert b.get(f"/jobs/{second['id']}").json()["status"] == "succeeded"
+        assert b.get(f"/jobs/{first['id']}").json()["status"] == "canceled"
+    finally:
+        c.stop()
