@@ -17,7 +17,8 @@ Variants are interleaved run by run; medians are reported, and ratios to the bas
 medians of the per-run ratios.
 Then, on the tiny model: /livez latency while loading and while generating (worker process and
 thread), a warm /generate against the pipeline called directly, and throughput with
-p50/p95 latency at concurrency 1, 4, 8 and 16, and at 8 with micro-batching. Writes
+p50/p95 latency at concurrency 1, 4, 8 and 16, and at 8 with micro-batching; and the cold
+start of one tiny model of each pipeline family (bench.families, `--family-runs`). Writes
 bench/results/suite.md and suite.png.
 """
 
@@ -400,6 +401,9 @@ def main() -> None:
     parser.add_argument("--skip-sd15", action="store_true")
     parser.add_argument("--per-level", type=int, default=32)
     parser.add_argument(
+        "--family-runs", type=int, default=2, help="runs of bench.families' table (0: none)"
+    )
+    parser.add_argument(
         "--samples", type=Path, help="reuse the cold-start samples a previous run saved"
     )
     parser.add_argument(
@@ -413,7 +417,11 @@ def main() -> None:
     # started without it ran on a quieter machine.
     variants = ("bare", "thaw", "inline") if args.compare_inline else ("bare", "thaw")
     variants += ("nogc", "plain", "lazy")
-    subprocess.run([python(), "infra/scripts/build_tiny_model.py"], cwd=ROOT, check=True)
+    subprocess.run(
+        [python(), "infra/scripts/build_tiny_model.py", "--family", "sd", "sdxl", "sd3", "flux"],
+        cwd=ROOT,
+        check=True,
+    )
     models: dict[str, tuple[Path, dict[str, Any] | None, dict[str, str]]] = {
         "tiny": (default_output(), SMALL_IMAGE, {})
     }
@@ -476,6 +484,9 @@ def main() -> None:
     levels = throughput(tiny_env, (1, 4, 8, 16), args.per_level)
     batched = throughput({**tiny_env, "THAW_MAX_BATCH": "8"}, (8,), args.per_level)
     warmed = warm_inference(tiny_env, 3)
+    from bench import families  # one tiny model of each pipeline family
+
+    family_rows = families.family_table(families.measure(args.family_runs))
 
     # Every row starts the same server: the listening ratio is pooled over all of them too.
     pooled = [
@@ -503,6 +514,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|",
         *anatomy_rows(samples, keys),
         "",
+        *((*family_rows, "") if args.family_runs else ()),
         *(
             [
                 "| THAW_WORKER process (default) / inline | first /livez | /readyz (ratio) "
