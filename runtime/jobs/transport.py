@@ -48,11 +48,17 @@ Post = Callable[[Destination, Sequence[str], Mapping[str, str], bytes], Awaitabl
 
 
 async def post(
-    destination: Destination, addresses: Sequence[str], headers: Mapping[str, str], body: bytes
+    destination: Destination,
+    addresses: Sequence[str],
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    tls: ssl.SSLContext | None = None,
 ) -> Answer:
     """POST `body` to `destination` over a connection to the first of `addresses` that
-    accepts one. The caller bounds the time."""
-    reader, writer = await _connect(destination, addresses)
+    accepts one; https is checked against the system's CAs unless `tls` says otherwise. The
+    caller bounds the time."""
+    reader, writer = await _connect(destination, addresses, tls)
     try:
         writer.write(_request(destination, headers, body))
         await writer.drain()
@@ -69,14 +75,14 @@ def _tls() -> ssl.SSLContext:
 
 
 async def _connect(
-    destination: Destination, addresses: Sequence[str]
+    destination: Destination, addresses: Sequence[str], tls: ssl.SSLContext | None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     failure: OSError = OSError(f"no address to connect to for {destination.host}")
     for address in addresses:
         try:
             if destination.tls:
                 return await asyncio.open_connection(
-                    address, destination.port, ssl=_tls(), server_hostname=destination.host
+                    address, destination.port, ssl=tls or _tls(), server_hostname=destination.host
                 )
             return await asyncio.open_connection(address, destination.port)
         except OSError as exc:
