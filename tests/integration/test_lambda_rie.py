@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,89 @@ def test_a_fan_out_without_credentials_reports_it(tiny_model: Path) -> None:
         errors = report["fan_out"]["errors"]
         assert len(errors) == 1
         assert "NoCredentialsError" in errors[0], errors
+
+
+# -- what an outside review tried (issue 16) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"width": 63}, "width"),
+        ({"prompt": ""}, "prompt"),
+        ({"unknown": 1}, "unknown"),
+    ],
+)
+def test_a_generate_that_fails_validation_is_a_422_response_not_a_lambda_error(
+    environment: RieEnvironment, body: dict[str, Any], field: str
+) -> None:
+    status, raw = environment.invoke_raw(event("function_url_generate.json", **body))
+    assert status == 200, raw[:2000]
+    answer = json.loads(raw)
+    assert "errorType" not in answer, answer  # an answer of the function, not a Lambda error
+    assert answer["statusCode"] == 422, answer
+    error = json.loads(answer["body"])["error"]
+    assert error["code"] == "invalid_request"
+    assert field in error["message"]
+
+
+def test_a_body_that_is_not_json_is_a_422_response(environment: RieEnvironment) -> None:
+    request = event("function_url_generate.json")
+    request["body"] = '{"prompt": "a fox", '
+    answer = environment.invoke(request)
+    assert answer["statusCode"] == 422, answer
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="runtime/aws/adapter.py hands any event events.is_http accepts to Mangum, whose "
+    "handlers raise KeyError on a malformed one: the invoke is a Lambda error (KeyError, "
+    "with a stack trace naming the function's files) instead of the unsupported_event result",
+)
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"version": "2.0", "requestContext": {}},  # a function URL event without "http"
+        {"requestContext": {"elb": {}}},  # an ALB event without headers or path
+        {"Records": [{"cf": {}}]},  # a Lambda@Edge event without a request
+    ],
+)
+def test_an_http_shaped_event_mangum_cannot_translate_is_an_error_result(
+    environment: RieEnvironment, payload: dict[str, Any]
+) -> None:
+    status, raw = environment.invoke_raw(payload, timeout_s=60)
+    assert status == 200, raw[:2000]
+    answer = json.loads(raw)
+    assert "errorType" not in answer, answer
+    assert answer["error"]["code"] == "unsupported_event"
+
+
+def test_on_one_cpu_the_first_invoke_does_not_wait_for_a_server_lambda_never_starts(
+    tiny_model: Path,
+) -> None:
+    """An environment with one vCPU (1,769 MB of memory or less): under `python -m handler`
+    the model worker may be held until the server listens, but on Lambda nothing listens, so
+    a hold would only be released by its time limit while the first invoke waits."""
+    one = {min(os.sched_getaffinity(0))}
+    env = {**BASE_ENV, "THAW_MODEL": str(tiny_model), "THAW_WARM_WAIT_S": "150"}
+    with RieEnvironment(env, cpus=one) as rie:
+        report = rie.invoke({"thaw": "warmup"})
+        assert report["warm"] is True, report
+        log = rie.log
+    assert "worker released by its time limit" not in log, log[-3000:]
+    assert log.count('"model load started"') == 1
+
+
+def test_with_a_lazy_preload_a_warm_up_ping_loads_and_generate_follows(tiny_model: Path) -> None:
+    """`THAW_PRELOAD=lazy`: INIT loads nothing; the first ping loads, then images follow."""
+    env = {**BASE_ENV, "THAW_MODEL": str(tiny_model), "THAW_PRELOAD": "lazy"}
+    with RieEnvironment(env) as rie:
+        ready = rie.invoke(get_event("/readyz"))
+        assert ready["statusCode"] == 503, ready
+        report = rie.invoke({"thaw": "warmup"})
+        assert report["warm"] is True, report
+        assert report["cold_start"] is True
+        png_of(rie.invoke(event("function_url_generate.json")))
+        png_of(rie.invoke(event("function_url_generate.json", width=128, height=64, seed=None)))
+        assert health(rie)["load_attempts"] == 1

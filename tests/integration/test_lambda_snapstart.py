@@ -160,3 +160,57 @@ def test_a_worker_lost_while_frozen_fails_the_restore_through_restore_error(
         assert emulator.proc.wait(30) == 65
     finally:
         emulator.close()
+
+
+# -- what an outside review tried (issue 16) ------------------------------------------------------
+
+
+def test_a_model_that_cannot_load_fails_init_and_no_snapshot_is_taken() -> None:
+    """INIT loads synchronously under SnapStart, so the import of the handler raises: INIT fails
+    with the load's own error (`LoadFailed`) before the before-snapshot hook could run, and no
+    snapshot of a broken environment is taken."""
+    emulator = RuntimeApiEmulator()
+    emulator.start(
+        {**BASE_ENV, "THAW_MODEL": "/nonexistent/thaw-model", "THAW_LOAD_ATTEMPTS": "1"},
+        init_type="snap-start",
+    )
+    try:
+        assert emulator.init_failed.wait(120), emulator.log[-3000:]
+        assert emulator.init_error_type == "LoadFailed"
+        assert emulator.init_error is not None
+        assert "/nonexistent/thaw-model" in emulator.init_error["errorMessage"]
+        assert not emulator.snapshot_taken.is_set()
+        assert "snapstart: ready for the snapshot" not in emulator.log
+        assert emulator.proc is not None
+        assert emulator.proc.wait(30) != 0
+    finally:
+        emulator.close()
+
+
+def test_an_omitted_seed_is_not_drawn_from_state_a_snapshot_shares() -> None:
+    """Every environment restored from one snapshot starts with the same `random` and numpy
+    state (and the same pid): a seed drawn from them would repeat across environments. Replay
+    that state twice; the seeds drawn for a request without one still differ."""
+    import random
+
+    import numpy
+
+    from handler.config import Config
+    from handler.schemas import GenerateRequestBase
+
+    limits = Config.from_env({}).limits
+    before = (random.getstate(), numpy.random.get_state())
+    try:
+        random.seed(20261202)
+        numpy.random.seed(20261202)
+        shared = (random.getstate(), numpy.random.get_state())
+        seeds = []
+        for _ in range(2):  # two "restores" of one snapshot
+            random.setstate(shared[0])
+            numpy.random.set_state(shared[1])
+            request = GenerateRequestBase.model_validate({"prompt": "a fox"})
+            seeds.append(request.to_params(limits).seed)
+    finally:
+        random.setstate(before[0])
+        numpy.random.set_state(before[1])
+    assert seeds[0] != seeds[1]

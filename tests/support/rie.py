@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -98,10 +99,23 @@ def free_port() -> int:
 
 
 class RieEnvironment:
-    """`aws-lambda-rie ... python -m awslambdaric <handler>` on loopback ports: one environment."""
+    """`aws-lambda-rie ... python -m awslambdaric <handler>` on loopback ports: one environment.
 
-    def __init__(self, env: dict[str, str], *, handler: str = "handler.lambda_function.handler"):
+    One invoke at a time, as on Lambda: AWS's emulator panics on a second invoke that arrives
+    while one runs (`ReserveFailed: AlreadyReserved`, then a nil pointer dereference:
+    aws-lambda-runtime-interface-emulator#97) and every later invoke finds nothing listening, so
+    `invoke_raw` waits for the one in flight. `cpus` pins the emulator and everything it starts
+    to those CPUs, as a Lambda environment with less memory has fewer vCPUs."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        handler: str = "handler.lambda_function.handler",
+        cpus: set[int] | None = None,
+    ):
         self.binary = install()
+        self._one_at_a_time = threading.Lock()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}{INVOKE_PATH}"
         self.log_path = Path(tempfile.mkstemp(prefix="thaw-rie-", suffix=".log")[1])
@@ -132,6 +146,7 @@ class RieEnvironment:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # one group: the emulator, the runtime, the worker
+                preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
             )
         self._wait_listening(30)
 
@@ -155,11 +170,12 @@ class RieEnvironment:
     def invoke_raw(self, payload: Any, *, timeout_s: float = 180) -> tuple[int, bytes]:
         """POST the event to the invocations URL: the HTTP status and the raw body."""
         request = urllib.request.Request(self.url, data=json.dumps(payload).encode(), method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as answer:
-                return answer.status, answer.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+        with self._one_at_a_time:
+            try:
+                with urllib.request.urlopen(request, timeout=timeout_s) as answer:
+                    return answer.status, answer.read()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read()
 
     def invoke(self, payload: Any, *, timeout_s: float = 180) -> Any:
         status, body = self.invoke_raw(payload, timeout_s=timeout_s)
