@@ -16,6 +16,7 @@ const FIELD_TEXT = {
 };
 
 let fields = []; // [{name, input, error, schema, required, wrapper, control}]
+let schemaCalls = 0;
 
 function resolve(spec, schema) {
   let node = schema;
@@ -52,11 +53,19 @@ function requestSchema(spec) {
   throw new Error("no POST /generate request schema in /openapi.json");
 }
 
+const hasDefault = (schema) => schema.default !== undefined && schema.default !== null;
+
+function shown(value) {
+  return typeof value === "number" ? number(value) : String(value);
+}
+
+// The hint under a field: its bounds and what leaving it empty means, with the schema's own
+// description (once a model is loaded, thaw's says its default and native size).
 function describe(name, schema, required) {
-  const parts = [];
   const known = FIELD_TEXT[name];
-  // A field thaw's page does not know yet says what it is in the schema's own words.
-  if (!known && schema.description) parts.push(schema.description.split("\n")[0]);
+  let note = (schema.description || "").replace(/\s+/g, " ").trim();
+  if (hasDefault(schema)) note = note.replace(`Default ${schema.default}.`, "").trim();
+  const parts = [];
   const low = schema.minimum ?? schema.exclusiveMinimum;
   const high = schema.maximum ?? schema.exclusiveMaximum;
   if (schema.type === "string") {
@@ -70,10 +79,14 @@ function describe(name, schema, required) {
   }
   if (schema.multipleOf) parts.push(`a multiple of ${number(schema.multipleOf)}`);
   if (required) parts.unshift("required");
+  else if (hasDefault(schema)) parts.push(`empty: ${shown(schema.default)}`);
   else if (known && known.empty) parts.push(known.empty);
   else parts.push("empty: the default");
-  const text = parts.join(", ");
-  return text.charAt(0).toUpperCase() + text.slice(1);
+  let text = parts.join(", ");
+  text = `${text.charAt(0).toUpperCase()}${text.slice(1)}.`;
+  // A field the page knows leads with its bounds; another with what it is.
+  if (!note) return text;
+  return known ? `${text} ${note}` : `${note} ${text}`;
 }
 
 // What kind of control a property needs, or null for one this page cannot offer (an object).
@@ -130,7 +143,7 @@ function buildField(name, schema, required, spec) {
       min: schema.minimum,
       max: schema.maximum,
       step: schema.multipleOf || (schema.type === "integer" ? 1 : "any"),
-      placeholder: required ? null : name === "seed" ? "random" : "default",
+      placeholder: required ? null : hasDefault(schema) ? shown(schema.default) : name === "seed" ? "random" : "default",
     });
   } else if (control === "textarea") {
     input = element("textarea", { ...common, rows: name === "prompt" ? 3 : 2, maxlength: schema.maxLength });
@@ -142,7 +155,49 @@ function buildField(name, schema, required, spec) {
   return { name, input, error, schema, required, wrapper, control };
 }
 
+// What the user has in the form now, to carry over a rebuild.
+function snapshot() {
+  const values = {};
+  for (const { name, input, control } of fields) {
+    values[name] =
+      control === "choices" ? [...input.querySelectorAll("input:checked")].map((box) => box.value) : input.value;
+  }
+  const focused = document.activeElement;
+  const more = ui.fields.querySelector("details.more");
+  return {
+    values,
+    focusId: focused && ui.fields.contains(focused) ? focused.id : null,
+    selection: focused && typeof focused.selectionStart === "number" ? [focused.selectionStart, focused.selectionEnd] : null,
+    moreOpen: Boolean(more && more.open),
+  };
+}
+
+function restore(kept) {
+  for (const { name, input, control } of fields) {
+    if (!(name in kept.values)) continue;
+    if (control === "choices") {
+      for (const box of input.querySelectorAll("input")) box.checked = kept.values[name].includes(box.value);
+    } else {
+      input.value = kept.values[name];
+    }
+  }
+  const more = ui.fields.querySelector("details.more");
+  if (more) more.open = kept.moreOpen;
+  const focused = kept.focusId && document.getElementById(kept.focusId);
+  if (focused) {
+    focused.focus();
+    if (kept.selection && typeof focused.setSelectionRange === "function") {
+      try {
+        focused.setSelectionRange(...kept.selection);
+      } catch {
+        // a control without a text selection
+      }
+    }
+  }
+}
+
 function buildForm(spec) {
+  const kept = fields.length ? snapshot() : null;
   const schema = requestSchema(spec);
   const required = new Set(schema.required || []);
   const built = Object.entries(schema.properties || {})
@@ -165,17 +220,23 @@ function buildForm(spec) {
     children.push(box);
   }
   ui.fields.replaceChildren(...children);
+  if (kept) restore(kept);
   const prompt = fieldNamed("prompt");
   if (prompt && !prompt.input.value) prompt.input.value = "a lighthouse at dawn, watercolour";
 }
 
-/** Read the schema and build the form (or say why not, with a way to try again). */
+/** Read the schema and build the form (or say why not, with a way to try again). Called again
+ * once a model is loaded: the schema then shows that model's fields, defaults and bounds; what
+ * the user typed is kept. */
 export async function loadSchema() {
+  const call = ++schemaCalls; // only the latest call builds: an older answer may come last
   try {
     const response = await request("/openapi.json", { timeoutMs: FETCH_TIMEOUT_MS });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    buildForm(await response.json());
+    const spec = await response.json();
+    if (call === schemaCalls) buildForm(spec);
   } catch (error) {
+    if (call !== schemaCalls) return;
     const retry = element("button", { type: "button", class: "secondary" }, "Try again");
     retry.addEventListener("click", loadSchema);
     ui.fields.replaceChildren(

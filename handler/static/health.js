@@ -24,7 +24,14 @@ const state = {
   health: null, // the last /health report
   healthAt: 0, // performance.now() when it came
   pollTimer: 0,
+  status: null, // the last status seen (null before the first answer)
+  listeners: [],
 };
+
+/** Call `listener(status, previous)` on every change of status (previous: null the first time). */
+export function onStatusChange(listener) {
+  state.listeners.push(listener);
+}
 
 function uptimeNow() {
   if (!state.health) return 0;
@@ -140,6 +147,12 @@ export async function pollHealth() {
     state.health = null;
   }
   render();
+  const status = state.health ? state.health.status : "unreachable";
+  if (status !== state.status) {
+    const previous = state.status;
+    state.status = status;
+    for (const listener of state.listeners) listener(status, previous);
+  }
   if (document.hidden) delay = POLL_HIDDEN_MS;
   window.clearTimeout(state.pollTimer); // one chain of polls, however this call came
   state.pollTimer = window.setTimeout(pollHealth, delay);

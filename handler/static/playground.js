@@ -5,7 +5,7 @@
 import { ui } from "./dom.js";
 import { loadSchema } from "./form.js";
 import { cancel, reuseSeed, submit } from "./generate.js";
-import { startHealth } from "./health.js";
+import { onStatusChange, startHealth } from "./health.js";
 
 const KEY_STORAGE = "thaw.apiKey"; // sessionStorage: the key lives as long as the tab
 
@@ -37,5 +37,9 @@ ui.form.addEventListener("keydown", (event) => {
 });
 ui.cancel.addEventListener("click", cancel);
 ui.reuseSeed.addEventListener("click", reuseSeed);
+// A model that has just loaded changes /openapi.json: its own fields, defaults and bounds.
+onStatusChange((status, previous) => {
+  if (status === "ready" && previous !== null) loadSchema();
+});
 startHealth();
 loadSchema();

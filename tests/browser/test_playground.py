@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Page, Route, expect
@@ -54,6 +55,13 @@ def ready(server: ServerProcess) -> ServerProcess:
 
 def field(name: str) -> str:
     return f"#field-{name}"
+
+
+def request_fields(server: ServerProcess) -> dict[str, Any]:
+    """The request schema's properties, as /openapi.json shows them now."""
+    spec = server.get("/openapi.json").json()
+    properties: dict[str, Any] = spec["components"]["schemas"]["GenerateRequest"]["properties"]
+    return properties
 
 
 def fill_request(page: Page, prompt: str, **values: object) -> None:
@@ -132,6 +140,12 @@ def test_the_page_shows_the_load_phase_by_phase_then_ready(
     state = page.locator("#state")
     expect(state).to_have_attribute("data-state", "warming_up")
     expect(state).to_have_text("Warming up")
+    # Before the load, the form is the edge's: no model's defaults yet.
+    width = page.locator(field("width"))
+    expect(width).to_have_attribute("placeholder", "default")
+    edge_max = width.get_attribute("max")
+    page.fill(field("prompt"), "typed while it warmed up")
+    page.focus(field("prompt"))
     # The test loader's delay is a phase of its own: its bar grows while it runs.
     delay = page.locator(".phase", has=page.locator(".phase-name", has_text="test_delay"))
     expect(delay).to_have_attribute("data-state", "running")
@@ -164,6 +178,15 @@ def test_the_page_shows_the_load_phase_by_phase_then_ready(
     assert LOAD_DELAY_S <= took < LOAD_DELAY_S + 2, label
     expect(page.locator("#model-detail")).to_contain_text("after spawn")
     expect(page.locator(".ready-mark")).to_have_count(len(names))  # a line down the timeline
+    # Loaded, the model's own schema: the form is rebuilt with its defaults and bounds, and
+    # keeps what was typed, and where.
+    model_width = request_fields(server)["width"]
+    expect(width).to_have_attribute("placeholder", str(model_width["default"]))
+    expect(width).to_have_attribute("max", str(model_width["anyOf"][0]["maximum"]))
+    assert edge_max != width.get_attribute("max"), edge_max
+    expect(page.locator("#field-width-hint")).to_contain_text(f"empty: {model_width['default']}")
+    expect(page.locator(field("prompt"))).to_have_value("typed while it warmed up")
+    expect(page.locator(field("prompt"))).to_be_focused()
     tab.check_clean()
 
 
@@ -182,9 +205,11 @@ def test_a_prompt_comes_back_as_a_png_with_its_seed_and_per_step_progress(
     expect(steps).to_have_attribute("min", "1")
     expect(steps).to_have_attribute("max", "100")
     expect(page.locator(field("width"))).to_have_attribute("step", "8")
+    default_steps = request_fields(ready)["num_inference_steps"]["default"]
     expect(page.locator("#field-num_inference_steps-hint")).to_have_text(
-        "1 to 100, empty: the server's default"
+        f"1 to 100, empty: {default_steps}."
     )
+    expect(steps).to_have_attribute("placeholder", str(default_steps))
     fill_request(
         page, "a lighthouse at dawn", num_inference_steps=12, width=128, height=96, seed=1234
     )
