@@ -170,8 +170,10 @@ def prefers_async(request: Request) -> bool:
 async def subscription(request: Request, body: GenerateRequestBase) -> Subscription | None:
     """The webhook `body` asks for, checked: a 422 when thaw will not call that URL."""
     state = AppState.of(request)
-    if body.webhook is not None and state.config.runtime.on_lambda:
-        raise JobsUnavailable("webhooks are not available on Lambda yet")
+    if body.webhook is not None and state.config.runtime.on_lambda and state.jobs.dispatch is None:
+        raise JobsUnavailable(
+            "webhooks on Lambda need asynchronous jobs: set THAW_JOBS_URL=s3://bucket/prefix"
+        )
     events = None if body.webhook_events is None else [e.value for e in body.webhook_events]
     return await state.jobs.webhooks.subscribe(body.webhook, events)
 

@@ -508,6 +508,8 @@ class Jobs(Generic[P]):
             setattr(settled, name, value)
         if self.store.replace(settled, version) is None:
             return None
+        # Its holder is gone or lets it go without a word: the `completed` webhook is sent here.
+        self._announce(settled, {"status": status})
         self._notify()
         return settled
 

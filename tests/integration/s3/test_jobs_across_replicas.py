@@ -1,7 +1,8 @@
 """Two real thaw services (uvicorn on loopback, the tiny model) sharing one job store in S3
 (moto's server over HTTP): a job submitted on one is polled, streamed, fetched and canceled on
 the other; an idempotent PUT holds across both; two racing creates of one id start one job; a
-replica killed mid-job leaves it `running` until its lease runs out, then `failed: lost`."""
+replica killed mid-job leaves it `running` until its lease runs out, then `failed: lost`, and the
+replica that records the loss sends the job's `completed` webhook."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.test_webhooks import SECRET, Receiver
 from tests.support.s3_server import S3Server
 from tests.support.server import ServerProcess
 
@@ -47,6 +49,8 @@ def replica(tiny_model: Path, s3: S3Server, prefix: str, **env: str) -> ServerPr
             "THAW_MODEL": str(tiny_model),
             "THAW_JOBS_URL": f"s3://{BUCKET}/{prefix}",
             "THAW_JOB_LEASE_S": str(LEASE_S),
+            "THAW_WEBHOOK_HOSTS": "127.0.0.1",
+            "THAW_WEBHOOK_SECRET": SECRET,
             **s3.env(),
             **env,
         }
@@ -223,11 +227,22 @@ def _keys(s3: S3Server, prefix: str) -> set[str]:
 def test_a_replica_killed_mid_job_leaves_it_lost_after_its_lease_not_running_forever(
     tiny_model: Path, s3: S3Server, pair: tuple[ServerProcess, ServerProcess, str]
 ) -> None:
+    with Receiver() as receiver:
+        _killed_mid_job(tiny_model, s3, pair, receiver)
+
+
+def _killed_mid_job(
+    tiny_model: Path,
+    s3: S3Server,
+    pair: tuple[ServerProcess, ServerProcess, str],
+    receiver: Receiver,
+) -> None:
     _, b, prefix = pair
     doomed = replica(tiny_model, s3, prefix).start()
     try:
         doomed.wait_ready()
-        job = doomed.post("/jobs", json=LONG).json()
+        hook = receiver.url("/ok/lost")
+        job = doomed.post("/jobs", json={**LONG, "webhook": hook}).json()
         running = wait_job(b, job["id"], "running")
         while running["progress"]["step"] < 1:  # mid-job: steps done and written
             running = wait_job(b, job["id"], "running")
@@ -243,6 +258,11 @@ def test_a_replica_killed_mid_job_leaves_it_lost_after_its_lease_not_running_for
         assert "lost with the process that ran it" in lost["error"]["message"]
         assert lost["progress"]["step"] >= 1
         assert b.get(f"/jobs/{job['id']}/image").status_code == 409
+        # Its holder died without a word: the replica that recorded the loss tells the client.
+        [completed] = receiver.wait("/ok/lost", 1)
+        event = completed.verified()
+        assert event["type"] == "job.completed"
+        assert (event["data"]["status"], event["data"]["error"]["code"]) == ("failed", "lost")
     finally:
         doomed.stop()  # its model worker went with it (PR_SET_PDEATHSIG, runtime.worker)
 

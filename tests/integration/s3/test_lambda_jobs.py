@@ -5,7 +5,8 @@ A function-URL submission answers 202 with `Location` at once: the invocation re
 S3 and calls Lambda's Invoke API with `InvocationType=Event` for its own function and alias. The
 emulator serves that API too: it answers 202 and queues `{"thaw": "job", "id": ...}` for the same
 environment, which claims the job, runs it and writes the image to S3. Polling is another
-function-URL invocation; the image is a 307 to a presigned S3 URL.
+function-URL invocation; the image is a 307 to a presigned S3 URL. A job's webhooks are
+delivered by its worker invocation before it ends (a frozen environment delivers nothing).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.test_webhooks import SECRET, Receiver
 from tests.support.lambda_emulator import FUNCTION_NAME, RuntimeApiEmulator
 from tests.support.s3_server import S3Server
 
@@ -53,7 +55,15 @@ def call(emulator: RuntimeApiEmulator, event: dict[str, Any], timeout_ms: int = 
 
 
 @pytest.fixture(scope="module")
-def function(tiny_model: Path, s3: S3Server) -> Iterator[tuple[RuntimeApiEmulator, str]]:
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def function(
+    tiny_model: Path, s3: S3Server, receiver: Receiver
+) -> Iterator[tuple[RuntimeApiEmulator, str]]:
     """One on-demand environment whose Invoke API reaches itself, with jobs in S3."""
     s3.client().create_bucket(Bucket=BUCKET)
     prefix = f"jobs-{next(_prefixes)}"
@@ -64,6 +74,8 @@ def function(tiny_model: Path, s3: S3Server) -> Iterator[tuple[RuntimeApiEmulato
             "THAW_TORCH_THREADS": "1",
             "THAW_MODEL": str(tiny_model),
             "THAW_JOBS_URL": f"s3://{BUCKET}/{prefix}",
+            "THAW_WEBHOOK_HOSTS": "127.0.0.1",
+            "THAW_WEBHOOK_SECRET": SECRET,
             **s3.env(),
         }
     )
@@ -156,3 +168,21 @@ def test_cancel_before_the_worker_claims_the_job_means_it_never_runs(
     assert final["started_at"] is None
     health = json.loads(call(emulator, http_event("GET", "/health"))["body"])
     assert health["served"] == served_before  # nothing was generated
+
+
+def test_the_worker_invocation_delivers_the_jobs_webhook_before_it_ends(
+    function: tuple[RuntimeApiEmulator, str], receiver: Receiver
+) -> None:
+    emulator, _ = function
+    hook = receiver.url("/ok/lambda")
+    body = {**QUICK, "webhook": hook, "webhook_events": ["start", "completed"]}
+    submitted = call(emulator, http_event("POST", "/jobs", body))
+    assert submitted["statusCode"] == 202
+    job_id = json.loads(submitted["body"])["id"]
+    # The worker's invocation ends, and the environment freezes, only after its deliveries:
+    # by the time the poll is answered, both events were received (and no later).
+    call(emulator, http_event("GET", f"/jobs/{job_id}"))
+    events = [item.verified() for item in receiver.at("/ok/lambda")]
+    assert [event["type"] for event in events] == ["job.started", "job.completed"]
+    assert events[-1]["data"]["id"] == job_id
+    assert events[-1]["data"]["status"] == "succeeded"
