@@ -37,6 +37,10 @@ from runtime.settings import PreloadPolicy
 
 log = logging.getLogger("thaw.lambda")
 
+MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError)
+"""What Mangum raises translating an event it matched but cannot read (an app's own exceptions
+it catches and answers with a 500)."""
+
 HttpHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 JobRunner = Callable[[str, float], dict[str, Any]]
 """Run the stored job with this id within this many seconds; return a report."""
@@ -88,6 +92,7 @@ class LambdaAdapter:
         self._invocations = 0
         self._load_reported = False
         self._restore_s: float | None = None
+        self._restored_loaded = False
 
     def init(self, init_type: InitType, policy: PreloadPolicy) -> None:
         """Start the model once per execution environment, as the INIT type allows.
@@ -113,6 +118,9 @@ class LambdaAdapter:
         self._invocations = 0
         self._load_reported = False
         self._restore_s = seconds
+        # A snapshot taken without the model (THAW_PRELOAD=lazy) is followed by a load here,
+        # whose time the metrics must still show.
+        self._restored_loaded = self.slot.ready
 
     def budget_s(self, context: LambdaContext) -> float:
         """Seconds this invocation may still wait: the remaining time less the safety margin."""
@@ -149,7 +157,19 @@ class LambdaAdapter:
             before = self._clock.monotonic()
             self._wait_for_model(budget)
             waited = self._clock.monotonic() - before
-        result = within_payload_limit(self.http(event, context), self.max_response_bytes)
+        try:
+            answer = self.http(event, context)
+        except MALFORMED as exc:
+            # Mangum's handlers read an HTTP event's fields without checking them; a hand-made
+            # event shaped like one but missing its fields must not be a Lambda error whose
+            # trace names the function's files.
+            log.warning("malformed HTTP event", extra={"error": f"{type(exc).__name__}: {exc}"})
+            return error_result(
+                "unsupported_event",
+                "this event looks like an HTTP event (function URL, API Gateway, ALB, "
+                f"Lambda@Edge) but lacks what one carries ({type(exc).__name__}: {exc})",
+            )
+        result = within_payload_limit(answer, self.max_response_bytes)
         self._report_http(result, path, first, waited, self._clock.monotonic() - started, context)
         return result
 
@@ -230,7 +250,8 @@ class LambdaAdapter:
                 [Metric("RestoreTime", round(self._restore_s, 4), SECONDS)],
                 properties={"init_type": "snap-start", "restored": True},
             )
-            return
+            if self._restored_loaded:
+                return
         snapshot = self.slot.snapshot()
         metrics = [Metric("LoadTime", round(snapshot.load_seconds or 0.0, 4), SECONDS)]
         for phase in snapshot.phases:

@@ -217,12 +217,6 @@ def test_a_body_that_is_not_json_is_a_422_response(environment: RieEnvironment) 
     assert answer["statusCode"] == 422, answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime/aws/adapter.py hands any event events.is_http accepts to Mangum, whose "
-    "handlers raise KeyError on a malformed one: the invoke is a Lambda error (KeyError, "
-    "with a stack trace naming the function's files) instead of the unsupported_event result",
-)
 @pytest.mark.parametrize(
     "payload",
     [

@@ -12,8 +12,6 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.support.lambda_emulator import RuntimeApiEmulator
 
 EVENTS = Path(__file__).resolve().parents[1] / "fixtures" / "events"
@@ -218,12 +216,6 @@ def test_an_omitted_seed_is_not_drawn_from_state_a_snapshot_shares() -> None:
     assert seeds[0] != seeds[1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LambdaAdapter._report_load reports a restored environment's RestoreTime in place of "
-    "LoadTime even when the snapshot held no model (THAW_PRELOAD=lazy) and this environment "
-    "loaded it after the restore: that load's time never reaches the metrics",
-)
 def test_a_lazy_snapshot_reports_the_load_done_after_the_restore(tiny_model: Path) -> None:
     emulator = RuntimeApiEmulator()
     emulator.start(
