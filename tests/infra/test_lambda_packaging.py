@@ -396,6 +396,7 @@ def test_the_image_bundles_the_emulator_the_tests_run() -> None:
     assert "sha256sum --check --strict" in text
     assert "--no-deps" in text.split("FROM venv AS rie")[1].split("FROM ")[0]
 
+
 # -- Asynchronous jobs: the bucket, its lifecycle, the function's settings ----------------------
 
 
