@@ -121,6 +121,20 @@ def test_openapi_shows_what_the_loaded_model_takes(family: Family) -> None:
     assert health["pipeline"]["native_size"] == [expected.native, expected.native]
 
 
+def test_models_load_from_a_hub_cache_folder_and_from_fp16_variant_files(family: Family) -> None:
+    health = family.server.get("/health").json()
+    build = next(phase for phase in health["phases"] if phase["name"] == "build")
+    hub_id, variant = {
+        "sdxl": ("thaw-test/tiny-sdxl", None),
+        "sd3": (None, None),
+        "flux": ("thaw-test/tiny-flux-fp16", "fp16"),  # found without THAW_VARIANT
+    }[family.name]
+    if hub_id is not None:
+        assert health["model"] == hub_id
+    assert build["detail"]["variant"] == variant
+    assert health["dtype"] == "float32"  # fp16 files, computed in float32 on a CPU
+
+
 def test_two_seeds_share_a_call_and_each_gets_its_own_image(
     family: Family,
 ) -> None:
