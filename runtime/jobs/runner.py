@@ -172,7 +172,11 @@ class Jobs(Generic[P]):
             owner=self.owner,
             lease_until=now + self.lease_s,
         )
-        version = self.store.create(job)
+        try:
+            version = self.store.create(job)
+        except BaseException:  # the store is unreachable: the place goes back, the client retries
+            self.service.gate.release(ticket)
+            raise
         if version is None:  # another submission with this id won the race
             self.service.gate.release(ticket)
             return self._existing(job.id, digest), False
@@ -228,7 +232,10 @@ class Jobs(Generic[P]):
             dispatch(job.id)
         except Exception as exc:
             log.warning("job not dispatched", extra={"job_id": job.id, "error": repr(exc)[:300]})
-            self.store.delete(job.id)
+            try:
+                self.store.delete(job.id)
+            except ThawError:  # left behind, it is recorded never started at its deadline
+                log.warning("undispatched job not deleted", extra={"job_id": job.id})
             raise DispatchFailed(
                 f"job {job.id} could not be handed to a worker; submit it again", retry_after=1
             ) from exc
