@@ -61,8 +61,6 @@ class ModelTerms:
     size_multiple: int
     max_side: int
     max_pixels: int
-    max_steps: int
-    max_guidance: float
     default_steps: int
     default_guidance: float | None = None
     default_true_cfg_scale: float | None = None
@@ -72,6 +70,22 @@ class ModelTerms:
         """`params` with every default filled in for this model, or an `InvalidRequest` naming
         the first field it does not take or that is out of its bounds. Idempotent."""
         self._refuse_what_is_not_taken(params)
+        width, height = self._size(params) if {"width", "height"} <= self.takes else (None, None)
+        return replace(
+            params,
+            width=width,
+            height=height,
+            steps=self._taken("num_inference_steps", params.steps, self.default_steps),
+            guidance=self._taken("guidance_scale", params.guidance, self.default_guidance),
+            true_cfg_scale=self._taken(
+                "true_cfg_scale", params.true_cfg_scale, self.default_true_cfg_scale
+            ),
+            max_sequence_length=self._taken(
+                "max_sequence_length", params.max_sequence_length, self.default_max_sequence_length
+            ),
+        )
+
+    def _size(self, params: GenerationParams) -> tuple[int, int]:
         width = self.default_size[0] if params.width is None else params.width
         height = self.default_size[1] if params.height is None else params.height
         for field, side in (("width", width), ("height", height)):
@@ -84,22 +98,13 @@ class ModelTerms:
                 + ("" if len(given) == 2 else " (an omitted side at the model's default)"),
                 field=given[0] if len(given) == 1 else None,
             )
-        return replace(
-            params,
-            width=width,
-            height=height,
-            steps=params.steps or self.default_steps,
-            guidance=self._taken("guidance_scale", params.guidance, self.default_guidance),
-            true_cfg_scale=self._taken(
-                "true_cfg_scale", params.true_cfg_scale, self.default_true_cfg_scale
-            ),
-            max_sequence_length=self._taken(
-                "max_sequence_length", params.max_sequence_length, self.default_max_sequence_length
-            ),
-        )
+        return width, height
 
     def _refuse_what_is_not_taken(self, params: GenerationParams) -> None:
         given = {
+            "num_inference_steps": params.steps,
+            "width": params.width,
+            "height": params.height,
             "negative_prompt": params.negative_prompt,
             "guidance_scale": params.guidance,
             "true_cfg_scale": params.true_cfg_scale,
@@ -113,7 +118,7 @@ class ModelTerms:
         if params.negative_prompt is not None and "true_cfg_scale" in self.takes:
             # Such a call uses the negative prompt only for true classifier-free guidance.
             scale = params.true_cfg_scale
-            if (self.default_true_cfg_scale or 1.0 if scale is None else scale) <= 1:
+            if ((self.default_true_cfg_scale or 1.0) if scale is None else scale) <= 1:
                 raise InvalidRequest(
                     f"negative_prompt: this model ({self.pipeline}) uses a negative prompt only "
                     "with true_cfg_scale > 1 (true classifier-free guidance: two passes a step)",
@@ -174,8 +179,6 @@ def read_terms(pipe: Any, limits: ImageLimits) -> ModelTerms:
         size_multiple=multiple,
         max_side=max_side,
         max_pixels=limits.max_pixels or max(FLOOR_PIXELS, 4 * native[0] * native[1]),
-        max_steps=limits.max_steps,
-        max_guidance=limits.max_guidance,
         default_steps=limits.default_steps or _default(call, "num_inference_steps", FALLBACK_STEPS),
         default_guidance=_setting_or_default(limits.default_guidance, call, "guidance_scale"),
         default_true_cfg_scale=_default(call, "true_cfg_scale", None),
