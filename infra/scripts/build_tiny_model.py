@@ -22,7 +22,6 @@ image's build copies only it); the other families import tiny_families.py beside
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -34,7 +33,9 @@ from typing import Any
 # The pipeline is seeded so every machine builds the same weights (and tests can compare images).
 SEED = 20261128
 SD15_SEED = 15
-MARKER = ".complete"
+MARKER = ".complete-2"
+"""Written last into a built model's folder. Its name changes whenever the builder's output does
+(2: the SD tokenizer knows its vocabulary), so a model built by an older builder is rebuilt."""
 FAMILIES = ("sd", "sdxl", "sd3", "flux")
 
 
@@ -85,16 +86,6 @@ def clip_vocabulary() -> dict[str, int]:
     return vocab
 
 
-def write_tokenizer_files(folder: Path) -> int:
-    """Write vocab.json and merges.txt for a byte-level CLIP tokenizer; return the vocab size."""
-    vocab = clip_vocabulary()
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    # An empty merge list is enough: every word tokenizes to its bytes.
-    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    return len(vocab)
-
-
 def build(out: Path, family: str = "sd", *, variant: str | None = None, full: bool = False) -> None:
     """Build one family's pipeline and save it to `out`."""
     import torch
@@ -118,17 +109,12 @@ def build(out: Path, family: str = "sd", *, variant: str | None = None, full: bo
 def _sd_tokenizer() -> Any:
     from transformers import CLIPTokenizer
 
-    with tempfile.TemporaryDirectory(prefix="thaw-tokenizer-") as tmp:
-        write_tokenizer_files(Path(tmp))
-        # Without model_max_length a self-made CLIPTokenizer fails with OverflowError.
-        # transformers 5 ignores vocab_file and merges_file here (it takes `vocab` and `merges`),
-        # so this tokenizer knows only its special tokens and every prompt encodes alike. Kept
-        # as it is: the embedded model's files, and the images tests compare, stay the same.
-        return CLIPTokenizer(
-            vocab_file=str(Path(tmp) / "vocab.json"),
-            merges_file=str(Path(tmp) / "merges.txt"),
-            model_max_length=77,
-        )
+    # transformers 5 builds CLIPTokenizer from `vocab` and `merges` (the `vocab_file` and
+    # `merges_file` of version 4 are ignored, which left a tokenizer that knew only its special
+    # tokens: every prompt encoded alike and the embedded model ignored its prompt). An empty
+    # merge list is enough: every word tokenizes to its bytes. Without model_max_length a
+    # self-made CLIPTokenizer fails with OverflowError.
+    return CLIPTokenizer(vocab=clip_vocabulary(), merges=[], model_max_length=77)
 
 
 def _sd_pipeline(tokenizer: Any, text_encoder: Any, unet: Any, vae: Any) -> Any:

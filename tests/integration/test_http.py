@@ -61,6 +61,17 @@ def test_the_same_seed_gives_the_same_bytes(server: ServerProcess) -> None:
     assert first.headers["x-seed"] == "1234"
 
 
+def test_the_prompt_changes_the_image(server: ServerProcess) -> None:
+    """The embedded model's tokenizer knows its vocabulary: a model that ignored its prompt
+    (every prompt encoded alike, as the tiny model's tokenizer did under transformers 5) would
+    answer the same image to any prompt with one seed."""
+    body = {**SMALL, "seed": 1234}
+    lighthouse = server.post("/generate", json={**body, "prompt": "a lighthouse"})
+    fox = server.post("/generate", json={**body, "prompt": "a red fox in the snow"})
+    assert lighthouse.status_code == fox.status_code == 200
+    assert lighthouse.content != fox.content
+
+
 def test_json_is_returned_when_asked(server: ServerProcess) -> None:
     response = server.post(
         "/generate",
