@@ -18,7 +18,8 @@ medians of the per-run ratios.
 Then, on the tiny model: /livez latency while loading and while generating (worker process and
 thread), a warm /generate against the pipeline called directly, and throughput with
 p50/p95 latency at concurrency 1, 4, 8 and 16, and at 8 with micro-batching; and the cold
-start of one tiny model of each pipeline family (bench.families, `--family-runs`). Writes
+start of one tiny model of each pipeline family (bench.families, `--family-runs`), and
+spawn to listening and ready pinned to one CPU (bench.one_core, `--one-core-runs`). Writes
 bench/results/suite.md and suite.png.
 """
 
@@ -404,6 +405,9 @@ def main() -> None:
         "--family-runs", type=int, default=2, help="runs of bench.families' table (0: none)"
     )
     parser.add_argument(
+        "--one-core-runs", type=int, default=3, help="runs of bench.one_core's table (0: none)"
+    )
+    parser.add_argument(
         "--samples", type=Path, help="reuse the cold-start samples a previous run saved"
     )
     parser.add_argument(
@@ -487,6 +491,14 @@ def main() -> None:
     from bench import families  # one tiny model of each pipeline family
 
     family_rows = families.family_table(families.measure(args.family_runs))
+    from bench import one_core  # every variant pinned to one CPU
+
+    one_core_env = {**tiny_env, "THAW_TORCH_THREADS": "1", "THAW_LOG_LEVEL": "warning"}
+    one_core_rows = (
+        one_core.table(one_core.measure(one_core_env, args.one_core_runs))
+        if args.one_core_runs
+        else []
+    )
 
     # Every row starts the same server: the listening ratio is pooled over all of them too.
     pooled = [
@@ -515,6 +527,17 @@ def main() -> None:
         *anatomy_rows(samples, keys),
         "",
         *((*family_rows, "") if args.family_runs else ()),
+        *(
+            (
+                f"One CPU (`python -m bench.one_core --runs {args.one_core_runs}`, tiny model, "
+                "every variant pinned to CPU 0):",
+                "",
+                *one_core_rows,
+                "",
+            )
+            if args.one_core_runs
+            else ()
+        ),
         *(
             [
                 "| THAW_WORKER process (default) / inline | first /livez | /readyz (ratio) "
