@@ -8,7 +8,8 @@ answered in OpenAI's error shape (`{"error": {"message", "type", "param", "code"
 raises its matching exception: a bad parameter is a 422 (UnprocessableEntityError; OpenAI
 itself answers 400), a full queue a 429 (RateLimitError), warming up or draining a 503, each
 with `Retry-After`, which the client's own retry honours; `x-should-retry` tells it not to
-retry what would fail again.
+retry what would fail again. `handler.errors` chooses that shape for every answer under `/v1/`
+(the body limit's 413, an unknown path's 404 and a wrong method's 405 included).
 
 No `from __future__ import annotations` here: FastAPI must see the request model built from the
 configured limits as a real class in the route's signature.
@@ -17,19 +18,14 @@ configured limits as a real class in the route's signature.
 import asyncio
 import base64
 import logging
-import math
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException
 
 from handler.auth import require_api_key
-from handler.errors import status_for
 from handler.image_results import ImageResults
 from handler.jobs_view import JobsUnavailable
 from handler.openai_schemas import (
@@ -42,23 +38,16 @@ from handler.openai_schemas import (
     ResponseFormat,
     error_body,
     images_request_model,
-    plain,
 )
 from handler.pipeline import GeneratedImage, GenerationParams, LoadedPipeline, batch_key
 from handler.routes.generate import budgeted, job_request, run_watched, start_request
 from handler.schemas import GenerateRequestBase
 from handler.state import AppState
-from handler.terms import SizeRefused
-from runtime import errors
 from runtime.jobs.store import LocalJobStore
 from runtime.lifecycle.service import Served
 
 log = logging.getLogger("thaw.openai")
 
-PARAM_OF_FIELD = {"width": "size", "height": "size"}
-"""thaw's field names that OpenAI's request spells otherwise."""
-
-HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
@@ -68,68 +57,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         503: "Warming up, or shutting down: try again after `Retry-After` seconds.",
     }.items()
 }
-
-
-class OpenAIRoute(APIRoute):
-    """A route that answers every failure, validation and the key check included, in OpenAI's
-    error shape with thaw's status codes."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handle = super().get_route_handler()
-
-        async def answer(request: Request) -> Response:
-            try:
-                return await handle(request)
-            except Exception as exc:
-                return error_response(exc)
-
-        return answer
-
-
-def error_response(exc: Exception) -> JSONResponse:
-    """`exc` in OpenAI's error shape, with the status code thaw's own handlers give it."""
-    param: str | None = None
-    retry_after: float | None = None
-    headers: dict[str, str] = {}
-    if isinstance(exc, errors.ThawError):
-        status, code, message = status_for(exc), exc.code, exc.message
-        retry_after = exc.retry_after
-        if isinstance(exc, errors.InvalidRequest) and exc.field:
-            param = PARAM_OF_FIELD.get(exc.field, exc.field)
-        if isinstance(exc, SizeRefused):  # the loaded model's own bounds, met after the edge's
-            param, message = "size", f"size: {message}"
-        if isinstance(exc, errors.Unauthorized):
-            headers["WWW-Authenticate"] = 'Bearer realm="thaw"'
-    elif isinstance(exc, RequestValidationError):
-        status, code = 422, "invalid_request"
-        param, message = describe_validation(exc.errors())
-    elif isinstance(exc, HTTPException):  # a body over THAW_MAX_BODY_BYTES, met while reading
-        status, message = exc.status_code, str(exc.detail)
-        code = "payload_too_large" if status == 413 else HTTP_CODES.get(status, "http_error")
-    else:
-        log.exception("unhandled error", exc_info=exc)
-        status, code, message = 500, "internal_error", "internal error"
-    seconds = None if retry_after is None else max(1, math.ceil(retry_after))
-    if seconds is not None:
-        headers["Retry-After"] = str(seconds)
-        headers["x-should-retry"] = "true"
-    elif status == 409 or status >= 500:
-        # The openai client retries these by default: thaw says when a retry can succeed.
-        headers["x-should-retry"] = "false"
-    body = error_body(status, code, message, param, seconds)
-    return JSONResponse(body, status, headers=headers)
-
-
-def describe_validation(problems: Sequence[Any]) -> tuple[str | None, str]:
-    """The first field at fault (OpenAI's `param`) and a message naming every one."""
-    fields: list[str] = []
-    parts: list[str] = []
-    for problem in problems:
-        where = [str(part) for part in problem.get("loc", ()) if part not in ("body", "query")]
-        field = ".".join(where) or "body"
-        fields.append(field)
-        parts.append(f"{field}: {plain(problem.get('msg', 'invalid'))}")
-    return (fields[0] if fields else None), "; ".join(parts) or "invalid request"
 
 
 def error_json(status: int, code: str, message: str, param: str | None = None) -> JSONResponse:
@@ -231,7 +158,7 @@ def build_router(request_model: type[GenerateRequestBase], max_images: int) -> A
     """The OpenAI-compatible routes, with `/generate`'s bounds and at most `max_images` images
     a request."""
     images_model = images_request_model(request_model, max_images)
-    router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
+    router = APIRouter(prefix="/v1", tags=["openai"])
     keyed = [Depends(require_api_key)]
     created = int(time.time())
 

@@ -178,6 +178,58 @@ def test_a_missing_or_wrong_key_raises_authentication_error(server: ServerProces
     assert missing.json()["error"]["type"] == "authentication_error"
 
 
+def assert_openai_shape(body: object, *, kind: str, code: str) -> None:
+    """The client's `error.body` (the inner object) is OpenAI's, not thaw's `/generate` shape."""
+    assert isinstance(body, dict)
+    assert set(body) == {"message", "type", "param", "code", "retry_after"}
+    assert (body["type"], body["code"]) == (kind, code)
+    assert "details" not in body
+
+
+def test_a_body_over_the_limit_is_refused_in_openai_shape(
+    client: openai.OpenAI, server: ServerProcess
+) -> None:
+    # Refused from its Content-Length, before the body is read (THAW_MAX_BODY_BYTES, 64 KiB).
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.images.generate(prompt="x" * 70_000, size="64x64", extra_body=QUICK)
+    error = caught.value
+    assert error.status_code == 413
+    assert (error.type, error.code) == ("invalid_request_error", "payload_too_large")
+    assert_openai_shape(error.body, kind="invalid_request_error", code="payload_too_large")
+    # Sent without a Content-Length (chunked), it is refused while it is read: the same answer.
+    chunks = iter([b'{"prompt": "', b"x" * 70_000, b'"}'])
+    streamed = httpx.post(
+        f"{server.url}/v1/images/generations",
+        content=chunks,
+        headers={"Authorization": f"Bearer {KEY}", "content-type": "application/json"},
+        timeout=30,
+    )
+    assert streamed.status_code == 413
+    assert_openai_shape(
+        streamed.json()["error"], kind="invalid_request_error", code="payload_too_large"
+    )
+
+
+def test_unknown_paths_and_methods_under_v1_answer_in_openai_shape(
+    client: openai.OpenAI, server: ServerProcess
+) -> None:
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.get("/nope", cast_to=httpx.Response)
+    assert missing.value.status_code == 404
+    assert_openai_shape(missing.value.body, kind="invalid_request_error", code="not_found")
+    with pytest.raises(openai.APIStatusError) as wrong_method:
+        client.get("/images/generations", cast_to=httpx.Response)
+    assert wrong_method.value.status_code == 405
+    assert "POST" in wrong_method.value.response.headers["allow"]
+    assert_openai_shape(
+        wrong_method.value.body, kind="invalid_request_error", code="method_not_allowed"
+    )
+    # Outside /v1/ the answer keeps thaw's own shape.
+    elsewhere = server.get("/v1nope")
+    assert elsewhere.status_code == 404
+    assert set(elsewhere.json()["error"]) == {"code", "message", "retry_after"}
+
+
 def test_models_list_shows_the_loaded_model(client: openai.OpenAI) -> None:
     models = list(client.models.list())
     assert [model.id for model in models] == ["tiny-sd"]

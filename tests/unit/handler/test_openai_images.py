@@ -11,8 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from handler.config import ImageLimits
+from handler.errors import error_response, openai_path
 from handler.openai_schemas import ImagesRequestBase, error_type, images_request_model
-from handler.routes.openai_images import error_response, model_id
+from handler.routes.openai_images import model_id
 from handler.schemas import MAX_SEED, request_model
 from runtime import errors
 
@@ -24,8 +25,10 @@ def request(**fields: Any) -> ImagesRequestBase:
     return IMAGES.model_validate({"prompt": "a fox", **fields})
 
 
-def answer(exc: Exception) -> tuple[int, dict[str, str], dict[str, Any]]:
-    response = error_response(exc)
+def answer(
+    exc: Exception, path: str = "/v1/images/generations"
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    response = error_response({"type": "http", "path": path, "root_path": ""}, exc)
     return response.status_code, dict(response.headers), json.loads(bytes(response.body))
 
 
@@ -125,6 +128,40 @@ def test_a_missing_key_asks_for_a_bearer_token() -> None:
     assert status == 401
     assert headers["www-authenticate"].startswith("Bearer")
     assert body["error"]["type"] == "authentication_error"
+
+
+def test_the_same_failure_in_thaw_shape_outside_v1() -> None:
+    for exc in (
+        errors.InvalidRequest("too many pixels", field="width"),
+        RequestValidationError([{"loc": ("body", "n"), "msg": "Value error, too big"}]),
+    ):
+        openai_status, _, openai_body = answer(exc)
+        status, headers, body = answer(exc, "/generate")
+        assert status == openai_status == 422
+        assert "x-should-retry" not in headers
+        assert set(body["error"]) == {"code", "message", "retry_after", "details"}
+        assert body["error"]["code"] == openai_body["error"]["code"] == "invalid_request"
+        assert body["error"]["message"] == openai_body["error"]["message"]
+        assert "Value error" not in body["error"]["message"]
+    status, headers, body = answer(errors.Overloaded("queue full", retry_after=0.2), "/jobs")
+    assert (status, headers["retry-after"], body["error"]["retry_after"]) == (429, "1", 1)
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path", "openai"),
+    [
+        ("/v1/images/generations", "", True),
+        ("/v1", "", True),
+        ("/v1/nope", "", True),
+        ("/prod/v1/models", "/prod", True),
+        ("/v1nope", "", False),
+        ("/generate", "", False),
+        ("/prod/generate", "/prod", False),
+        ("/", "", False),
+    ],
+)
+def test_the_openai_shape_is_chosen_by_path(path: str, root_path: str, openai: bool) -> None:
+    assert openai_path({"type": "http", "path": path, "root_path": root_path}) is openai
 
 
 @pytest.mark.parametrize(
