@@ -257,26 +257,26 @@ class Jobs(Generic[P]):
         control: Control,
         ticket: Any,
     ) -> None:
+        status, fields = JobStatus.FAILED, dict[str, Any]()
         try:
             served = await self.service.run_item(
                 item, batch=batch, key=key, request_id=job_id, control=control, ticket=ticket
             )
             png, meta = encode(served.value)
             await asyncio.to_thread(self.store.put_image, job_id, png)
-            self._finish(job_id, JobStatus.SUCCEEDED, result={**meta, "bytes": len(png)})
-        except asyncio.CancelledError:
-            self._finish(job_id, JobStatus.CANCELED)  # canceled while queued
-        except Canceled:
-            self._finish(job_id, JobStatus.CANCELED)
+            status, fields = JobStatus.SUCCEEDED, {"result": {**meta, "bytes": len(png)}}
+        except (asyncio.CancelledError, Canceled):  # canceled while queued, or at a step
+            status = JobStatus.CANCELED
         except ThawError as exc:
-            self._finish(job_id, JobStatus.FAILED, error={"code": exc.code, "message": str(exc)})
+            fields = {"error": {"code": exc.code, "message": str(exc)}}
         except Exception as exc:  # the job is recorded failed whatever went wrong
             log.exception("job failed", extra={"job_id": job_id})
-            self._finish(
-                job_id,
-                JobStatus.FAILED,
-                error={"code": "internal_error", "message": type(exc).__name__},
-            )
+            fields = {"error": {"code": "internal_error", "message": type(exc).__name__}}
+        try:
+            # The final record is a store write (an S3 PUT, which may take a while): in a
+            # thread, so the loop goes on serving probes and requests meanwhile. Canceling
+            # this task now cannot stop that write; it completes in its thread.
+            await asyncio.to_thread(self._finish, job_id, status, **fields)
         finally:
             self._tasks.pop(job_id, None)
 
@@ -295,13 +295,13 @@ class Jobs(Generic[P]):
         self._change(job_id, step=step, steps=steps, step_seconds=seconds, save=False)
 
     def _finish(self, job_id: str, status: JobStatus, **fields: Any) -> None:
-        with self._lock:
-            held = job_id in self._live
-        if not held:  # settled elsewhere (canceled from another replica, declared lost)
-            return
-        self._change(
+        """Record the job's end (a store write: call it from a thread, not the event loop).
+        Of two ends racing (a Lambda worker's deadline, the job's own), the first is kept."""
+        changed = self._change(
             job_id, status=status, finished_at=self._wall(), lease_until=None, save=True, **fields
         )
+        if not changed:  # settled elsewhere (canceled from another replica, declared lost)
+            return
         self._release(job_id)
         log.info("job finished", extra={"job_id": job_id, "status": status.value})
 
@@ -331,11 +331,13 @@ class Jobs(Generic[P]):
         except Exception:
             log.exception("webhook not queued", extra={"job_id": job.id, "event": event.value})
 
-    def _change(self, job_id: str, *, save: bool, **fields: Any) -> None:
+    def _change(self, job_id: str, *, save: bool, **fields: Any) -> bool:
+        """Apply `fields` to a job this process holds (and write it when `save`, or when the
+        last write is `SAVE_EVERY_S` old); False when the job is not held or already final."""
         with self._lock:
             job = self._live.get(job_id)
             if job is None or job.status.final:
-                return
+                return False
             for name, value in fields.items():
                 setattr(job, name, value)
             self._announce(job, fields)
@@ -346,6 +348,7 @@ class Jobs(Generic[P]):
         if save:
             self._save(job_id)
         self._notify()
+        return True
 
     def _notify(self) -> None:
         with self._changed.lock:
@@ -564,10 +567,10 @@ class Jobs(Generic[P]):
         if job.status.final:
             return {"job_id": job_id, "ran": False, "reason": f"already {job.status.value}"}
         if job.owner != DISPATCHED:
-            self.get(job_id)  # records it lost if its holder's lease has lapsed
+            await asyncio.to_thread(self.get, job_id)  # recorded lost if its lease has lapsed
             return {"job_id": job_id, "ran": False, "reason": "held by another worker"}
         if _lapsed(job, self._wall()):
-            self.get(job_id)
+            await asyncio.to_thread(self.get, job_id)
             return {"job_id": job_id, "ran": False, "reason": "not claimed before its deadline"}
         job.owner = self.owner
         job.lease_until = self._wall() + self.lease_s
@@ -579,7 +582,8 @@ class Jobs(Generic[P]):
             work = build(job.request)
             ticket = self.service.reserve(job_id)
         except ThawError as exc:
-            self._finish(job_id, JobStatus.FAILED, error={"code": exc.code, "message": str(exc)})
+            error = {"code": exc.code, "message": str(exc)}
+            await asyncio.to_thread(self._finish, job_id, JobStatus.FAILED, error=error)
             return {"job_id": job_id, "ran": False, "reason": exc.code}
         task = asyncio.ensure_future(
             self._run(job_id, work.item, work.batch, work.key, work.encode, control, ticket)
@@ -589,16 +593,13 @@ class Jobs(Generic[P]):
         done, _ = await asyncio.wait({task}, timeout=max(0.0, budget_s))
         if not done:
             # The invocation must answer before Lambda ends it: record why, stop the work.
-            self._finish(
-                job_id,
-                JobStatus.FAILED,
-                error={
-                    "code": "deadline_exceeded",
-                    "message": f"the job ran past its worker's {budget_s:.0f}s budget",
-                },
-            )
+            error = {
+                "code": "deadline_exceeded",
+                "message": f"the job ran past its worker's {budget_s:.0f}s budget",
+            }
+            await asyncio.to_thread(self._finish, job_id, JobStatus.FAILED, error=error)
             control.cancel()
-        final = self.store.get(job_id)
+        final = await asyncio.to_thread(self.store.get, job_id)
         status = final.status.value if final is not None else "gone"
         return {"job_id": job_id, "ran": True, "status": status}
 
