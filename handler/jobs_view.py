@@ -32,12 +32,18 @@ def job_view(job: Job, *, now: float | None = None) -> dict[str, Any]:
     ):  # who holds it is no client's business
         record.pop(internal, None)
     steps, step = job.steps, job.step
-    progress: dict[str, Any] = {"step": step, "steps": steps, "fraction": None, "eta_s": None}
+    progress: dict[str, Any] = {
+        "step": step,
+        "steps": steps,
+        "fraction": None,
+        "eta_s": None,
+        "at": job.step_at,  # when that step ended (Unix time), where the model ran
+    }
     if steps:
         progress["fraction"] = round(step / steps, 4)
         if job.step_seconds is not None and job.status is JobStatus.RUNNING:
             progress["eta_s"] = round(job.step_seconds * (steps - step), 2)
-    for name in ("step", "steps", "step_seconds"):
+    for name in ("step", "steps", "step_seconds", "step_at"):
         record.pop(name)
     record["progress"] = progress
     links = {"self": f"/jobs/{job.id}", "events": f"/jobs/{job.id}/events"}

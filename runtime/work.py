@@ -6,11 +6,15 @@ does the work asks `current()` for the `Work` of the thread it runs on and calls
 each unit (a denoising step): progress goes to every listener, and a canceled work stops there
 with `Canceled`, freeing its place within one step instead of computing an image nobody will
 read. A batch's work is canceled only when every request in it is.
+
+Each step is stamped with the wall-clock time it ended where the work ran (the worker process's
+`time.time()`, carried to the parent with the step), so a listener can tell how late it heard.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -27,6 +31,7 @@ class Control:
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
         self._starters: list[Callable[[], None]] = []
+        self._step_at: float | None = None
 
     def cancel(self) -> None:
         self._canceled.set()
@@ -50,8 +55,15 @@ class Control:
         for starter in starters:
             starter()
 
-    def report(self, step: int, steps: int) -> None:
+    @property
+    def step_at(self) -> float | None:
+        """When the latest reported step ended (wall clock, `time.time()`), where it ran; a
+        listener reads it while it hears that step."""
+        return self._step_at
+
+    def report(self, step: int, steps: int, at: float | None = None) -> None:
         with self._lock:
+            self._step_at = time.time() if at is None else at
             listeners = list(self._listeners)
         for listener in listeners:
             listener(step, steps)
@@ -77,14 +89,14 @@ class Work:
         for control in self._controls:
             control.begin()
 
-    def report(self, step: int, steps: int) -> None:
-        """Tell every request that `step` of `steps` is done."""
+    def report(self, step: int, steps: int, at: float | None = None) -> None:
+        """Tell every request that `step` of `steps` ended (at `at`, wall clock; now if None)."""
         for control in self._controls:
-            control.report(step, steps)
+            control.report(step, steps, at)
 
     def step(self, step: int, steps: int) -> None:
         """Report `step` of `steps` done; raise `Canceled` if every request gave up."""
-        self.report(step, steps)
+        self.report(step, steps, time.time())
         if self.canceled:
             raise Canceled(f"canceled after step {step} of {steps}")
 

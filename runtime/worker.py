@@ -309,7 +309,7 @@ class WorkerProcess:
             if kind == "started":
                 call.started = True
             elif kind == "progress":
-                call.work.report(message[2], message[3])
+                call.work.report(message[2], message[3], message[4])
             elif kind == "result":
                 call.finish(value=message[2])
             else:
@@ -510,9 +510,10 @@ class _ChildWork(work_in_hand.Work):
         self._send = send
         self._call_id = call_id
 
-    def report(self, step: int, steps: int) -> None:
+    def report(self, step: int, steps: int, at: float | None = None) -> None:
+        at = time.time() if at is None else at  # when the step ended, on this side
         with contextlib.suppress(OSError, ValueError):
-            self._send(("progress", self._call_id, step, steps))
+            self._send(("progress", self._call_id, step, steps, at))
 
 
 def _held_until_go(conn: Connection, hold_s: float) -> bool:

@@ -197,7 +197,7 @@ class Jobs(Generic[P]):
         """Make `job` (just stored at `version`) one this process runs and renews."""
         control = Control()
         control.on_start(lambda: self._started(job.id))
-        control.listen(lambda step, steps: self._progress(job.id, step, steps))
+        control.listen(lambda step, steps: self._progress(job.id, step, steps, control.step_at))
         with self._lock:
             self._live[job.id] = job
             self._versions[job.id] = version
@@ -285,14 +285,15 @@ class Jobs(Generic[P]):
     def _started(self, job_id: str) -> None:
         self._change(job_id, status=JobStatus.RUNNING, started_at=self._wall(), save=True)
 
-    def _progress(self, job_id: str, step: int, steps: int) -> None:
+    def _progress(self, job_id: str, step: int, steps: int, at: float | None) -> None:
         with self._lock:
             job = self._live.get(job_id)
             if job is None:
                 return
             started = job.started_at or self._wall()
-        seconds = (self._wall() - started) / step if step else None
-        self._change(job_id, step=step, steps=steps, step_seconds=seconds, save=False)
+        at = self._wall() if at is None else at
+        seconds = (at - started) / step if step else None
+        self._change(job_id, step=step, steps=steps, step_seconds=seconds, step_at=at, save=False)
 
     def _finish(self, job_id: str, status: JobStatus, **fields: Any) -> None:
         """Record the job's end (a store write: call it from a thread, not the event loop).

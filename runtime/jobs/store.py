@@ -71,6 +71,8 @@ class Job:
     step: int = 0
     steps: int | None = None
     step_seconds: float | None = None
+    step_at: float | None = None
+    """When step `step` ended (wall clock), where the model ran."""
     error: dict[str, Any] | None = None
     result: dict[str, Any] = field(default_factory=dict)
     owner: str | None = None

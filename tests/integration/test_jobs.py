@@ -71,7 +71,7 @@ def test_progress_streams_as_server_sent_events_and_closing_the_stream_cancels_n
     server: ServerProcess,
 ) -> None:
     job = server.post("/jobs", json={**QUICK, "num_inference_steps": 12}).json()
-    steps, statuses = [], []
+    steps, statuses, ended, heard = [], [], [], []
     with (
         httpx.Client(base_url=server.url, timeout=60) as client,
         connect_sse(client, "GET", f"/jobs/{job['id']}/events") as source,
@@ -82,7 +82,12 @@ def test_progress_streams_as_server_sent_events_and_closing_the_stream_cancels_n
             statuses.append(data["status"])
             if event.event == "progress":
                 steps.append(data["progress"]["step"])
+                ended.append(data["progress"]["at"])  # when that step ended, in the worker
+                heard.append(time.time())
     assert statuses[-1] == "succeeded"
+    assert all(at is not None for at in ended)
+    assert ended == sorted(ended)
+    assert all(job["created_at"] <= at <= seen for at, seen in zip(ended, heard, strict=True))
     assert steps == sorted(steps)
     assert len(steps) >= 2
     assert steps[-1] >= 12  # every timestep (a scheduler may add warm-up steps)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -24,6 +25,20 @@ def test_progress_reaches_every_control_and_a_batch_stops_only_when_all_cancel()
         work.step(3, 10)
     assert [step for _, step in heard] == [1, 1, 2, 2, 3, 3]
     assert {name for name, _ in heard} == {"first", "second"}
+
+
+def test_each_step_carries_the_time_it_ended() -> None:
+    control = Control()
+    heard: list[float | None] = []
+    control.listen(lambda _step, _total: heard.append(control.step_at))
+    assert control.step_at is None
+    before = time.time()
+    Work([control]).step(1, 2)
+    after = time.time()
+    Work([control]).report(2, 2, at=123.5)  # stamped where the work ran (a worker process)
+    assert heard[0] is not None
+    assert before <= heard[0] <= after
+    assert heard[1] == 123.5
 
 
 def test_the_work_in_hand_belongs_to_its_thread() -> None:

@@ -260,8 +260,15 @@ def test_progress_crosses_to_the_parent_and_a_cancel_stops_the_call_at_its_next_
         worker.wait_loaded(PhaseRecorder())
         control = Control()
         seen: list[tuple[int, int]] = []
-        control.listen(lambda step, total: seen.append((step, total)))
+        ended: list[float | None] = []
+
+        def heard(step: int, total: int) -> None:
+            seen.append((step, total))
+            ended.append(control.step_at)  # stamped in the child as each step ended
+
+        control.listen(heard)
         outcome: list[BaseException | int] = []
+        began = time.time()
 
         def call() -> None:
             with work_in_hand.running(Work([control])):
@@ -280,6 +287,12 @@ def test_progress_crosses_to_the_parent_and_a_cancel_stops_the_call_at_its_next_
         (result,) = outcome
         assert isinstance(result, Canceled)
         assert seen[:3] == [(1, 1000), (2, 1000), (3, 1000)]
+        stamps = [at for at in ended if at is not None]
+        assert len(stamps) == len(ended)
+        assert began <= stamps[0]
+        assert stamps == sorted(stamps)
+        assert stamps[-1] <= time.time()
+        assert stamps[2] - stamps[0] >= 0.015  # two steps of 10 ms apart: each its own time
         assert len(seen) < 1000
         assert worker.call("tests.support.worker_model:echo", 5)[1] == 5  # the worker lives on
     finally:
