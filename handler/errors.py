@@ -184,6 +184,18 @@ def error_response(scope: Scope, exc: Exception) -> JSONResponse:
     return problem_response(scope, problem_of(exc))
 
 
+def http_result(path: str | None, exc: Exception) -> dict[str, Any]:
+    """`exc` answering a request for `path` as a Lambda HTTP result (function URL, API Gateway,
+    ALB), in the shape that path calls for: the Lambda adapter's own errors."""
+    response = error_response({"type": "http", "path": path or "", "root_path": ""}, exc)
+    return {
+        "statusCode": response.status_code,
+        "headers": dict(response.headers),
+        "body": bytes(response.body).decode("utf-8"),
+        "isBase64Encoded": False,
+    }
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that answer every failure in its path's error shape."""
 

@@ -28,6 +28,7 @@ with startup_collector(os.environ):
 
     from handler.app import build_service, create_app
     from handler.config import Config
+    from handler.errors import http_result
     from handler.lambda_jobs import job_runner
     from handler.pipeline import LoadedPipeline
     from handler.snapstart import PipelineProcess
@@ -43,7 +44,7 @@ with startup_collector(os.environ):
 
 # The paths whose answer needs the model: on Lambda only these wait for a loading model (within the
 # invocation's time); probes, /metrics, the schema and unknown paths answer at once.
-MODEL_PATHS = ("/generate",)
+MODEL_PATHS = ("/generate", "/v1/images/generations")
 
 # One id per execution environment, reported by warm-up pings to count distinct environments.
 ENVIRONMENT_ID = uuid.uuid4().hex[:12]
@@ -79,6 +80,7 @@ def build_adapter(config: Config, service: Service[LoadedPipeline]) -> LambdaAda
         metrics=EmfWriter(namespace=settings.metrics_namespace) if settings.emf else None,
         jobs=job_runner(app) if dispatcher else None,
         dispatcher=dispatcher,
+        http_error=http_result,  # OpenAI's error shape under /v1/, as the app answers there
     )
 
 

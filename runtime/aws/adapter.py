@@ -42,6 +42,8 @@ MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError)
 it catches and answers with a 500)."""
 
 HttpHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+HttpError = Callable[[str | None, ThawError], dict[str, Any]]
+"""The HTTP result answering a request for this path (None: unknown) with this error."""
 JobRunner = Callable[[str, float], dict[str, Any]]
 """Run the stored job with this id within this many seconds; return a report."""
 
@@ -60,7 +62,9 @@ class LambdaAdapter:
     `model_paths` are the request paths whose answer needs the model (for text-to-image,
     `/generate`): only those wait for a loading model. Probes, metrics, the schema and unknown
     paths answer at once, whatever the model's state. The function gives the set, so this
-    adapter knows nothing of any function's routes.
+    adapter knows nothing of any function's routes. Likewise `http_error` answers the adapter's
+    own HTTP errors (a response over Lambda's limit) in the shape the function gives that path;
+    without it, in thaw's one shape.
     """
 
     def __init__(
@@ -77,8 +81,10 @@ class LambdaAdapter:
         metrics: EmfWriter | None = None,
         jobs: JobRunner | None = None,
         dispatcher: SelfInvoker | None = None,
+        http_error: HttpError | None = None,
     ) -> None:
         self.slot = slot
+        self.http_error = http_error
         self.jobs = jobs
         self.dispatcher = dispatcher
         self.http = http
@@ -169,9 +175,17 @@ class LambdaAdapter:
                 "this event looks like an HTTP event (function URL, API Gateway, ALB, "
                 f"Lambda@Edge) but lacks what one carries ({type(exc).__name__}: {exc})",
             )
-        result = within_payload_limit(answer, self.max_response_bytes)
+        result = within_payload_limit(answer, self.max_response_bytes, refuse=self._refuser(path))
         self._report_http(result, path, first, waited, self._clock.monotonic() - started, context)
         return result
+
+    def _refuser(self, path: str | None) -> Callable[[ThawError], Any] | None:
+        """How an error of the adapter's own is answered to a request for `path`: in the
+        function's shape for that path (`http_error`), or thaw's one shape."""
+        render = self.http_error
+        if render is None:
+            return None
+        return lambda error: render(path, error)
 
     def _run_job(self, job_id: str, context: LambdaContext) -> Any:
         """An asynchronous worker invocation: nobody waits on it, so the model may take all of

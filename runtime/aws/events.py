@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal, NotRequired, TypedDict
+
+from runtime.errors import PayloadTooLarge
 
 # Lambda's limit on a synchronous invocation's buffered response payload.
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024
@@ -239,20 +241,29 @@ def payload_size(result: Any) -> int:
     return len(json.dumps(result, separators=(",", ":")).encode("utf-8"))
 
 
-def within_payload_limit(result: dict[str, Any], limit_bytes: int = MAX_RESPONSE_BYTES) -> Any:
-    """`result` unchanged when it fits Lambda's buffered response limit, else a 413 error.
+def within_payload_limit(
+    result: dict[str, Any],
+    limit_bytes: int = MAX_RESPONSE_BYTES,
+    *,
+    refuse: Callable[[PayloadTooLarge], Any] | None = None,
+) -> Any:
+    """`result` unchanged when it fits Lambda's buffered response limit, else a 413 error:
+    `refuse`'s answer to a `PayloadTooLarge` (the function's own error shape), or by default
+    the one JSON error shape.
 
     Past the limit Lambda would fail the invocation with a bare error the client cannot act on.
     """
     size = payload_size(result)
     if size <= limit_bytes:
         return result
-    return http_error(
-        413,
-        "payload_too_large",
+    error = PayloadTooLarge(
         f"the response would be {size} bytes encoded, over the {limit_bytes}-byte Lambda "
         "response limit; ask for a smaller image",
+        limit_bytes=limit_bytes,
     )
+    if refuse is not None:
+        return refuse(error)
+    return http_error(413, error.code, error.message)
 
 
 def parse_function_arn(arn: str) -> tuple[str, str | None]:

@@ -171,6 +171,59 @@ def test_a_response_over_the_lambda_limit_is_a_413(
     assert "100000-byte Lambda response limit" in error["message"]
 
 
+def openai_event(**fields: Any) -> dict[str, Any]:
+    """A function URL `POST /v1/images/generations` event (OpenAI's Images API)."""
+    loaded = event("function_url_generate.json")
+    loaded["rawPath"] = loaded["requestContext"]["http"]["path"] = "/v1/images/generations"
+    loaded["headers"]["accept"] = "application/json"
+    body = {"prompt": "a red fox", "size": "64x64", "num_inference_steps": 1, "seed": 7}
+    loaded["body"] = json.dumps({**body, **fields})
+    return loaded
+
+
+def test_an_openai_answer_over_the_lambda_limit_is_a_413_in_openai_shape(
+    on_demand: tuple[RuntimeApiEmulator, Invocation],
+) -> None:
+    emulator, _ = on_demand
+    small = emulator.invoke(openai_event(), timeout_ms=60_000)
+    assert small.outcome == "response", small.body
+    assert small.result["statusCode"] == 200, small.result
+    (item,) = json.loads(small.result["body"])["data"]
+    assert item["seed"] == 7
+    assert base64.b64decode(item["b64_json"]).startswith(PNG_MAGIC)
+    # 256² of noise is about 200 kB in base64, over this environment's 100 kB limit.
+    big = emulator.invoke(openai_event(size="256x256"), timeout_ms=60_000)
+    assert big.outcome == "response", big.body
+    assert big.result["statusCode"] == 413
+    error = json.loads(big.result["body"])["error"]
+    assert set(error) == {"message", "type", "param", "code", "retry_after"}
+    assert (error["type"], error["code"]) == ("invalid_request_error", "payload_too_large")
+    assert "100000-byte Lambda response limit" in error["message"]
+
+
+def test_an_openai_generation_waits_for_the_load_as_generate_does(tiny_model: Path) -> None:
+    emulator = RuntimeApiEmulator()
+    first = emulator.submit(openai_event(), timeout_ms=120_000)
+    emulator.start(
+        {
+            **BASE_ENV,
+            "THAW_MODEL": str(tiny_model),
+            "THAW_PRELOAD": "background",
+            "THAW_LOADER": "tests.support.slow_loader:load",
+            "THAW_TEST_LOAD_DELAY_S": "3",
+        }
+    )
+    try:
+        first.wait(150)
+        assert first.outcome == "response", first.body
+        # Not a 503 warming_up: the invocation waited for the load within its own time.
+        assert first.result["statusCode"] == 200, first.result
+        (item,) = json.loads(first.result["body"])["data"]
+        assert base64.b64decode(item["b64_json"]).startswith(PNG_MAGIC)
+    finally:
+        emulator.close()
+
+
 def test_provisioned_concurrency_loads_in_init_before_the_first_event(tiny_model: Path) -> None:
     emulator = RuntimeApiEmulator()
     emulator.start(

@@ -18,7 +18,7 @@ from botocore.stub import Stubber
 from runtime.aws.adapter import LambdaAdapter
 from runtime.aws.events import InitType, WarmupRequest, WarmupSource
 from runtime.aws.warmup import Target, Warmer, fan_out, fan_out_payload
-from runtime.errors import LoadFailed
+from runtime.errors import LoadFailed, PayloadTooLarge, ThawError
 from runtime.lifecycle.slot import ModelSlot, RetryPolicy
 from runtime.lifecycle.states import SlotState
 from runtime.settings import PreloadPolicy
@@ -161,6 +161,25 @@ def test_an_oversized_http_result_becomes_a_413() -> None:
     result = adapter(event("function_url_generate.json"), Context())
     assert result["statusCode"] == 413
     assert json.loads(result["body"])["error"]["code"] == "payload_too_large"
+
+
+def test_an_oversized_result_is_refused_in_the_shape_the_function_gives_its_path() -> None:
+    adapter, http = make(CountingLoader(), max_response_bytes=2048)
+    seen: list[tuple[str | None, ThawError]] = []
+
+    def http_error(path: str | None, error: ThawError) -> dict[str, Any]:
+        seen.append((path, error))
+        return {"statusCode": 413, "headers": {}, "body": "{}", "isBase64Encoded": False}
+
+    adapter.http_error = http_error
+    http.body = "A" * 4096
+    result = adapter(event("function_url_generate.json"), Context())
+    assert result["statusCode"] == 413
+    ((path, error),) = seen
+    assert path == "/generate"
+    assert isinstance(error, PayloadTooLarge)
+    assert (error.code, error.limit_bytes) == ("payload_too_large", 2048)
+    assert "2048-byte Lambda response limit" in error.message
 
 
 def test_an_unsupported_event_gets_a_clear_error_and_never_reaches_the_app() -> None:

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from handler.config import ImageLimits
-from handler.errors import error_response, openai_path
+from handler.errors import error_response, http_result, openai_path
 from handler.openai_schemas import ImagesRequestBase, error_type, images_request_model
 from handler.routes.openai_images import model_id
 from handler.schemas import MAX_SEED, request_model
@@ -145,6 +145,18 @@ def test_the_same_failure_in_thaw_shape_outside_v1() -> None:
         assert "Value error" not in body["error"]["message"]
     status, headers, body = answer(errors.Overloaded("queue full", retry_after=0.2), "/jobs")
     assert (status, headers["retry-after"], body["error"]["retry_after"]) == (429, "1", 1)
+
+
+def test_the_lambda_adapters_own_errors_take_the_shape_of_their_path() -> None:
+    error = errors.PayloadTooLarge("over the Lambda response limit", limit_bytes=100)
+    result = http_result("/v1/images/generations", error)
+    assert (result["statusCode"], result["isBase64Encoded"]) == (413, False)
+    assert result["headers"]["content-type"] == "application/json"
+    body = json.loads(result["body"])["error"]
+    assert (body["type"], body["code"]) == ("invalid_request_error", "payload_too_large")
+    thaw = json.loads(http_result("/generate", error)["body"])["error"]
+    assert set(thaw) == {"code", "message", "retry_after"}
+    assert json.loads(http_result(None, error)["body"])["error"]["code"] == "payload_too_large"
 
 
 @pytest.mark.parametrize(
