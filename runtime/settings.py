@@ -403,7 +403,7 @@ class Settings:
     never)."""
     max_batch: int = 1
     """Micro-batching: up to this many queued requests with the same size, steps and guidance run as
-    one pipeline call (1: off)."""
+    one pipeline call (1: off). Also the most images (`n`) one /v1/images/generations may ask."""
     batch_window_ms: float = 10.0
     """With batching on, how long the request whose turn came waits for companions."""
     prefetch: bool = True
