@@ -177,6 +177,12 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Python's warnings (a library's deprecation, torch's UserWarning) are records too: left to
+    # `warnings.showwarning` they reach stderr as raw text lines, even in JSON mode.
+    logging.captureWarnings(True)
+    warnings_logger = logging.getLogger("py.warnings")
+    if not any(isinstance(f, _TrailingNewline) for f in warnings_logger.filters):
+        warnings_logger.addFilter(_TrailingNewline())
     for name in _SERVER_LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers.clear()
@@ -184,6 +190,16 @@ def configure_logging(
 
 
 _SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+class _TrailingNewline(logging.Filter):
+    """A captured warning's text ends with a newline (`warnings.formatwarning`'s): drop it, so a
+    text line is not followed by an empty one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = record.msg.rstrip()
+        return True
 
 
 class QueryRedaction(logging.Filter):
