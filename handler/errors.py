@@ -120,6 +120,11 @@ def problem_of(exc: Exception) -> Problem:
 
 
 def _described(problem: Any) -> tuple[str, str]:
+    if problem.get("type") == "json_invalid":
+        # FastAPI puts the character offset where a field goes: the body as a whole is at fault.
+        offset = (problem.get("loc") or ("body", "?"))[-1]
+        reason = (problem.get("ctx") or {}).get("error", "JSON decode error")
+        return "body", f"not valid JSON ({reason} at character {offset})"
     where = [str(part) for part in problem.get("loc", ()) if part not in ("body", "query")]
     return ".".join(where) or "body", openai_schemas.plain(str(problem.get("msg", "invalid")))
 
