@@ -29,6 +29,14 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_URL_CHARS = 2048
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 """The well-known NAT64 prefix: its addresses carry an IPv4 address a gateway connects to."""
+METADATA = frozenset(
+    ipaddress.ip_address(address)
+    for address in (
+        "fd00:ec2::254",  # AWS's instance metadata service over IPv6 (Nitro): a private address
+        "100.100.100.200",  # Alibaba Cloud's metadata service: a shared (CGNAT) address
+    )
+)
+"""Cloud metadata services outside the link-local ranges: never called, like those."""
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 """`(host, port)` to the addresses a connection may use."""
@@ -220,6 +228,8 @@ def _never(address: IPAddress) -> str | None:
     for candidate in _carried(address):
         if candidate.is_link_local:
             return "a link-local address (where cloud metadata services answer)"
+        if candidate in METADATA:
+            return "a cloud metadata service's address"
         if candidate.is_multicast or candidate.is_unspecified:
             return "not a unicast address"
     return None

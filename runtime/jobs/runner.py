@@ -488,10 +488,12 @@ class Jobs(Generic[P]):
         if job.status.final:
             return job
         task = self._tasks.get(job_id)
+        if control is not None:
+            # Also for a queued job: its work may be on its way to an inference thread (handed
+            # over, not yet begun), which canceling the task does not stop.
+            control.cancel()
         if job.status is JobStatus.QUEUED and task is not None:
             task.cancel()  # its place in the queue is released as the task ends
-        elif control is not None:
-            control.cancel()
         return self.require(job_id)
 
     def _cancel_elsewhere(self, job_id: str) -> Job:
@@ -610,22 +612,33 @@ class Jobs(Generic[P]):
         """Delete every expired job; returns how many."""
         gone = 0
         for job_id in self.store.ids():
-            job = self.store.get(job_id)
-            if job is not None and job.status.final and job.expires_at <= self._wall():
-                self.store.delete(job_id)
-                gone += 1
+            try:
+                job = self.store.get(job_id)
+                if job is not None and job.status.final and job.expires_at <= self._wall():
+                    self.store.delete(job_id)
+                    gone += 1
+            except Exception as exc:  # one job that cannot be read or deleted stops no other
+                log.warning("job not swept", extra={"job_id": job_id, "error": repr(exc)[:300]})
         return gone
 
     def _recover(self) -> None:
         """Jobs a previous process left queued or running can no longer finish: say so."""
-        for job_id in self.store.ids():
-            job = self.store.get(job_id)
-            if job is not None and not job.status.final:
-                job.status = JobStatus.FAILED
-                job.finished_at = self._wall()
-                job.lease_until = None
-                job.error = {"code": "lost", "message": LOST}
-                self.store.update(job)
+        try:
+            held = self.store.ids()
+        except Exception as exc:  # the server starts all the same: submissions say why
+            log.warning("jobs not recovered", extra={"error": repr(exc)[:300]})
+            return
+        for job_id in held:
+            try:
+                job = self.store.get(job_id)
+                if job is not None and not job.status.final:
+                    job.status = JobStatus.FAILED
+                    job.finished_at = self._wall()
+                    job.lease_until = None
+                    job.error = {"code": "lost", "message": LOST}
+                    self.store.update(job)
+            except Exception as exc:  # one bad record must not keep the server from starting
+                log.warning("job not recovered", extra={"job_id": job_id, "error": repr(exc)[:300]})
 
 
 def _lapsed(job: Job, now: float) -> bool:

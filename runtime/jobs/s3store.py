@@ -18,8 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from runtime.errors import ThawError
-from runtime.jobs.store import ID_PATTERN, Job
+from runtime.jobs.store import ID_PATTERN, Job, StoreUnavailable, parse_record
 
 RECORD = "job.json"
 IMAGE = "image.png"
@@ -28,12 +27,6 @@ IMAGE = "image.png"
 # concurrent conditional write to the same key won; NoSuchKey when `If-Match` meets no object.
 LOST_RACE = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412"})
 MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
-
-
-class StoreUnavailable(ThawError):
-    """The job store could not be read or written (S3 unreachable, access denied, throttled)."""
-
-    code = "store_unavailable"
 
 
 def parse_jobs_url(url: str) -> tuple[str, str]:
@@ -111,7 +104,8 @@ class S3JobStore:
         if found is None:
             return None
         raw, etag = found
-        return Job.from_json(json.loads(raw)), etag
+        job = parse_record(raw, f"s3://{self.bucket}/{self._key(job_id, RECORD)}")
+        return None if job is None else (job, etag)
 
     def update(self, job: Job) -> str:
         return self._put_record(job)

@@ -16,16 +16,21 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
+
+from runtime.errors import ThawError
+
+log = logging.getLogger("thaw.jobs")
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 """What a job id may be (a client-chosen one included): safe as a file name and in a URL."""
@@ -33,6 +38,13 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 DISPATCHED = "dispatched"
 """The owner of a job handed to another invocation (Lambda's asynchronous queue) that has not
 claimed it yet."""
+
+
+class StoreUnavailable(ThawError):
+    """The job store could not be read or written (S3 unreachable, access denied, throttled; a
+    jobs folder that cannot be created or written)."""
+
+    code = "store_unavailable"
 
 
 class JobStatus(StrEnum):
@@ -88,7 +100,28 @@ class Job:
 
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> Job:
-        return cls(**{**record, "status": JobStatus(record["status"])})
+        """The job a record holds. A field this version does not know (written by a newer one)
+        is ignored; a missing or unreadable one raises."""
+        known = {name: value for name, value in record.items() if name in _FIELDS}
+        return cls(**{**known, "status": JobStatus(record["status"])})
+
+
+_FIELDS = frozenset(item.name for item in fields(Job))
+
+
+def parse_record(raw: bytes, where: str) -> Job | None:
+    """The job in a stored record, or None (logged) when it holds none: not JSON, or not a
+    job's record (another program's file, a record this version cannot read)."""
+    try:
+        record = json.loads(raw)
+        if not isinstance(record, dict):
+            raise TypeError(f"a JSON {type(record).__name__}, not an object")
+        return Job.from_json(record)
+    except (ValueError, TypeError, KeyError) as exc:
+        log.warning(
+            "job record unreadable: ignored", extra={"record": where, "error": repr(exc)[:200]}
+        )
+        return None
 
 
 class JobStore(Protocol):
@@ -136,8 +169,11 @@ class LocalJobStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # the server still serves; each submission says why it cannot
+            log.warning("jobs folder unusable", extra={"path": str(root), "error": repr(exc)})
 
     def create(self, job: Job) -> str | None:
         folder = self._folder(job.id)
@@ -145,7 +181,13 @@ class LocalJobStore:
             folder.mkdir()  # atomic: exactly one creator wins
         except FileExistsError:
             return None
-        return self.update(job)
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            return self.update(job)
+        except BaseException:  # no record: the folder would hold the id without a job
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
 
     def get(self, job_id: str) -> Job | None:
         found = self.read(job_id)
@@ -156,12 +198,16 @@ class LocalJobStore:
             raw = (self._folder(job_id) / "job.json").read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return Job.from_json(json.loads(raw)), _digest(raw)
+        job = parse_record(raw, str(self._folder(job_id) / "job.json"))
+        return None if job is None else (job, _digest(raw))
 
     def update(self, job: Job) -> str:
         raw = json.dumps(job.to_json()).encode()
-        with self._locked(job.id):
-            self._write(self._folder(job.id) / "job.json", raw)
+        try:
+            with self._locked(job.id):
+                self._write(self._folder(job.id) / "job.json", raw)
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
         return _digest(raw)
 
     def replace(self, job: Job, version: str) -> str | None:
@@ -174,10 +220,15 @@ class LocalJobStore:
                 self._write(path, raw)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
         return _digest(raw)
 
     def put_image(self, job_id: str, png: bytes) -> None:
-        self._write(self._folder(job_id) / "image.png", png)
+        try:
+            self._write(self._folder(job_id) / "image.png", png)
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
 
     def image(self, job_id: str) -> bytes | None:
         try:
@@ -192,7 +243,20 @@ class LocalJobStore:
         shutil.rmtree(self._folder(job_id), ignore_errors=True)
 
     def ids(self) -> list[str]:
-        return sorted(entry.name for entry in self.root.iterdir() if entry.is_dir())
+        """The jobs' folders; what else a volume holds (`lost+found`) is no job."""
+        try:
+            entries = list(self.root.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(
+            entry.name for entry in entries if ID_PATTERN.fullmatch(entry.name) and entry.is_dir()
+        )
+
+    def _unavailable(self, exc: OSError) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"jobs cannot be stored: the jobs folder {self.root} cannot be written "
+            f"({exc.strerror or type(exc).__name__}); synchronous generation still works"
+        )
 
     def _folder(self, job_id: str) -> Path:
         if not ID_PATTERN.fullmatch(job_id):
