@@ -85,7 +85,7 @@ def respond(request: Request, file: Asset) -> Response:
     return Response(file.body, media_type=file.media_type, headers=headers)
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])
 async def playground(request: Request) -> Response:
     """The playground page."""
     return respond(request, page())

@@ -14,6 +14,7 @@ router = APIRouter(tags=["probes"])
 
 
 @router.get("/livez")
+@router.head("/livez", include_in_schema=False)  # uptime checkers and load balancers
 async def livez(request: Request) -> JSONResponse:
     """200 while the process can serve HTTP, whatever the model's state, unless the model has
     failed to load for longer than `THAW_UNHEALTHY_AFTER_S`: then 503, so the platform
@@ -25,6 +26,7 @@ async def livez(request: Request) -> JSONResponse:
 
 
 @router.get("/readyz")
+@router.head("/readyz", include_in_schema=False)  # uptime checkers and load balancers
 async def readyz(request: Request) -> JSONResponse:
     """200 when a request would be served now; 503 with the state otherwise."""
     state = AppState.of(request)

@@ -42,6 +42,15 @@ def test_livez_answers_while_the_model_warms_up(server: ServerProcess) -> None:
     assert server.get("/readyz").json() == {"ready": True, "status": "ready"}
 
 
+def test_head_answers_where_uptime_checkers_look(server: ServerProcess) -> None:
+    """Uptime checkers and some load balancers probe with HEAD: the probes and the page answer
+    it as GET does, without a body (a 405 read as down)."""
+    for path in ("/", "/livez", "/readyz"):
+        got = server.client.head(path)
+        assert got.status_code == server.get(path).status_code, path
+        assert got.content == b""
+
+
 def test_a_png_of_the_requested_size(server: ServerProcess) -> None:
     response = server.post("/generate", json={**SMALL, "prompt": "a red fox", "height": 128})
     image = png(response)
