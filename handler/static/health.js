@@ -72,6 +72,8 @@ function render() {
     if (health.last_error) reason = health.last_error;
     else if (!("last_error" in health)) reason = "The reason is shown with the API key.";
     if (health.retry_in_s !== null && health.retry_in_s !== undefined) {
+      // The error is one sentence, often without its full stop; the next attempt another.
+      if (reason && !/[.!?]$/.test(reason.trim())) reason = `${reason.trim()}.`;
       reason += ` A new load starts in about ${seconds(health.retry_in_s)}.`;
     }
   } else if (status === "warming_up" && health.last_error) {
