@@ -152,7 +152,9 @@ def openai_shape(problem: Problem) -> tuple[dict[str, Any], dict[str, str]]:
     message, param = problem.message, None
     if problem.fields and problem.fields[0][0] is not None:
         first = problem.fields[0][0]
-        param = PARAM_OF_FIELD.get(first, first)
+        # thaw's own checks name thaw's fields; the request's validation names OpenAI's already.
+        mapped = not isinstance(problem.cause, RequestValidationError)
+        param = PARAM_OF_FIELD.get(first, first) if mapped else first
     if isinstance(
         problem.cause, SizeRefused
     ):  # the loaded model's own bounds, met after the edge's

@@ -48,3 +48,20 @@ def test_thaw_shape_puts_it_on_the_body() -> None:
     (detail,) = body["error"]["details"]
     assert detail["field"] == "body", detail
     assert "character 10" in detail["message"], detail
+
+
+def test_an_unknown_width_field_on_v1_is_named_as_sent() -> None:
+    """OpenAI's request has no `width`: a client that sends one is told `width` is refused, not
+    pointed at `size`, which it may not have sent at all."""
+    unknown = RequestValidationError(
+        [
+            {
+                "type": "extra_forbidden",
+                "loc": ("body", "width"),
+                "msg": "Extra inputs are not permitted",
+            }
+        ]
+    )
+    status, body = answer("/v1/images/generations", unknown)
+    assert status == 422
+    assert body["error"]["param"] == "width", body
