@@ -92,7 +92,7 @@ async def serve(
     state = AppState.of(request)
     request_id = start_request(request, params.prompt)
     if prefers_async(request):
-        return submit_job(request, params, job_id=None, webhook=webhook)
+        return await submit_job(request, params, job_id=None, webhook=webhook)
     if webhook is not None:
         raise WebhookRefused(
             "a webhook needs an asynchronous job: send `Prefer: respond-async`, or POST /jobs"
@@ -178,7 +178,7 @@ async def subscription(request: Request, body: GenerateRequestBase) -> Subscript
     return await state.jobs.webhooks.subscribe(body.webhook, events)
 
 
-def submit_job(
+async def submit_job(
     request: Request,
     params: GenerationParams,
     *,
@@ -193,7 +193,7 @@ def submit_job(
         raise JobsUnavailable(
             "asynchronous jobs on Lambda need a shared store: set THAW_JOBS_URL=s3://bucket/prefix"
         )
-    job, created = state.jobs.submit(
+    job, created = await state.jobs.asubmit(
         params,
         {**job_request(params), **(webhook.as_request() if webhook else {})},
         batch=budgeted(state, params),

@@ -31,7 +31,7 @@ def build_router(request_model: type[GenerateRequestBase]) -> APIRouter:
         """Submit a generation; 202 with the job, `Location` and `Retry-After`."""
         params = body.to_params(AppState.of(request).config.limits)  # type: ignore[attr-defined]
         webhook = await subscription(request, body)
-        return submit_job(request, params, job_id=None, webhook=webhook)
+        return await submit_job(request, params, job_id=None, webhook=webhook)
 
     @router.put("/jobs/{job_id}", status_code=202)
     async def submit_as(request: Request, job_id: str, body: request_model) -> Response:  # type: ignore[valid-type]
@@ -43,7 +43,7 @@ def build_router(request_model: type[GenerateRequestBase]) -> APIRouter:
             )
         params = body.to_params(AppState.of(request).config.limits)  # type: ignore[attr-defined]
         webhook = await subscription(request, body)
-        return submit_job(request, params, job_id=job_id, webhook=webhook)
+        return await submit_job(request, params, job_id=job_id, webhook=webhook)
 
     # The store may be S3: its reads and writes run in threads, never on the event loop.
 

@@ -153,7 +153,8 @@ class Jobs(Generic[P]):
     ) -> tuple[Job, bool]:
         """Accept a job (True) or return the one already under `job_id` with the same request
         (False). Raises `Overloaded`/`Draining` when no place is free, `JobConflict` when the id
-        holds another request. Call on the event loop."""
+        holds another request. Call on the event loop; the store is read and written here, on
+        the loop: a server uses `asubmit`."""
         digest = request_hash(request)
         if job_id is not None:
             existing = self.get(job_id)
@@ -162,16 +163,7 @@ class Jobs(Generic[P]):
         if self.dispatch is not None:
             return self._dispatch(self.dispatch, request, digest, job_id)
         ticket = self.service.reserve(job_id)
-        now = self._wall()
-        job = Job(
-            id=job_id or uuid.uuid4().hex,
-            request=request,
-            request_hash=digest,
-            created_at=now,
-            expires_at=now + self.ttl_s,
-            owner=self.owner,
-            lease_until=now + self.lease_s,
-        )
+        job = self._new(request, digest, job_id)
         try:
             version = self.store.create(job)
         except BaseException:  # the store is unreachable: the place goes back, the client retries
@@ -180,12 +172,74 @@ class Jobs(Generic[P]):
         if version is None:  # another submission with this id won the race
             self.service.gate.release(ticket)
             return self._existing(job.id, digest), False
+        self._start(job, version, item, batch, key, encode, ticket)
+        return job, True
+
+    async def asubmit(
+        self,
+        item: P,
+        request: dict[str, Any],
+        *,
+        batch: Callable[[Any, list[P]], list[Any]],
+        key: Hashable | None,
+        encode: Callable[[Any], tuple[bytes, dict[str, Any]]],
+        job_id: str | None = None,
+    ) -> tuple[Job, bool]:
+        """`submit` with the store's reads and writes (and a Lambda hand-over) in threads: a
+        store that is slow or does not answer (S3 far away, a stalled path: botocore waits 30 s
+        per attempt) holds this submission, never the loop's probes and other requests.
+
+        The place is taken on the loop before the record is written. If this submission is
+        canceled while the write is under way, the place goes back and a record the write still
+        makes is held by nobody: it is recorded lost when its lease lapses, never left queued."""
+        digest = request_hash(request)
+        if job_id is not None:
+            existing = await asyncio.to_thread(self.get, job_id)
+            if existing is not None:
+                return self._same(existing, digest), False
+        if self.dispatch is not None:
+            return await asyncio.to_thread(self._dispatch, self.dispatch, request, digest, job_id)
+        ticket = self.service.reserve(job_id)
+        job = self._new(request, digest, job_id)
+        try:
+            version = await asyncio.to_thread(self.store.create, job)
+        except BaseException:  # the store is unreachable: the place goes back, the client retries
+            self.service.gate.release(ticket)
+            raise
+        if version is None:  # another submission with this id won the race
+            self.service.gate.release(ticket)
+            return await asyncio.to_thread(self._existing, job.id, digest), False
+        self._start(job, version, item, batch, key, encode, ticket)
+        return job, True
+
+    def _new(self, request: dict[str, Any], digest: str, job_id: str | None) -> Job:
+        now = self._wall()
+        return Job(
+            id=job_id or uuid.uuid4().hex,
+            request=request,
+            request_hash=digest,
+            created_at=now,
+            expires_at=now + self.ttl_s,
+            owner=self.owner,
+            lease_until=now + self.lease_s,
+        )
+
+    def _start(
+        self,
+        job: Job,
+        version: str,
+        item: P,
+        batch: Callable[[Any, list[P]], list[Any]],
+        key: Hashable | None,
+        encode: Callable[[Any], tuple[bytes, dict[str, Any]]],
+        ticket: Any,
+    ) -> None:
+        """Run a job just stored at `version` here, in the place `ticket` holds (on the loop)."""
         control = self._hold(job, version)
         self._tasks[job.id] = asyncio.ensure_future(
             self._run(job.id, item, batch, key, encode, control, ticket)
         )
         log.info("job accepted", extra={"job_id": job.id})
-        return job, True
 
     def _existing(self, job_id: str, digest: str) -> Job:
         existing = self.get(job_id)

@@ -7,6 +7,7 @@ under a job."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -374,6 +375,63 @@ def test_an_unwritable_jobs_folder_leaves_sync_serving_and_says_why_jobs_cannot_
     finally:
         server.stop()
         subprocess.run(["chattr", "-i", str(jobs)], capture_output=True, check=False)
+
+
+# -- a job store that does not answer --------------------------------------------------------------
+
+
+def test_a_submission_to_a_store_that_does_not_answer_leaves_the_loop_serving(
+    tiny_model: Path,
+) -> None:
+    # An S3 endpoint that accepts connections and never answers (a stalled network path):
+    # botocore waits for it up to 30 s per attempt, 4 attempts. The server must go on
+    # answering its probes and other requests meanwhile.
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(hole.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    server = ServerProcess(
+        {
+            "THAW_MODEL": str(tiny_model),
+            "THAW_JOBS_URL": "s3://jobs/review",
+            "THAW_S3_ENDPOINT_URL": f"http://127.0.0.1:{hole.getsockname()[1]}",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    ).start()
+    try:
+        server.wait_live()
+
+        def submit() -> None:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.post(f"{server.url}/jobs", json=QUICK, timeout=150)
+
+        threading.Thread(target=submit, daemon=True).start()
+        deadline = time.monotonic() + 10
+        while not held and time.monotonic() < deadline:  # the PUT reached the endpoint
+            time.sleep(0.05)
+        assert held
+        probe = time.monotonic()
+        assert server.get("/livez", timeout=5).status_code == 200
+        assert time.monotonic() - probe < 1.0
+    finally:
+        assert server.proc is not None
+        server.proc.kill()  # the stalled PUT would hold a drain for minutes
+        server.proc.wait(10)
+        server.stop()
+        hole.close()
+        for sock in held:
+            sock.close()
 
 
 # -- a drain with jobs running and queued -------------------------------------------------------
