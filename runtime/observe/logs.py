@@ -174,6 +174,7 @@ def configure_logging(
     out = sys.stderr if stream is None else stream
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter_for(log_format, out))
+    handler.addFilter(PromptRedaction())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -199,6 +200,27 @@ class _TrailingNewline(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str):
             record.msg = record.msg.rstrip()
+        return True
+
+
+# diffusers' pipelines log the part of a prompt their text encoder cut off, for every prompt
+# longer than it takes: "The following part of your input was truncated because CLIP can only
+# handle sequences up to 77 tokens: [...]". The words before the colon say what happened.
+_TRUNCATED = re.compile(
+    r"(The following part of your input was truncated because .*? tokens):.*", re.DOTALL
+)
+
+
+class PromptRedaction(logging.Filter):
+    """Cut the prompt's text out of a library's "your input was truncated" record: no prompt
+    reaches a log line unless THAW_LOG_PROMPTS logs it on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args or not isinstance(record.msg, str) or "was truncated" not in record.msg:
+            return True
+        redacted = _TRUNCATED.sub(r"\1 (the text cut off is not logged)", record.msg)
+        if redacted != record.msg:
+            record.msg = redacted
         return True
 
 
