@@ -2,8 +2,9 @@
 error. Pure: no I/O here; `handler.routes.openai_images` serves them.
 
 The request model is built from `/generate`'s, so thaw's own fields (`seed`, `negative_prompt`,
-`num_inference_steps`, `guidance_scale`) keep one set of bounds, and `n` is bounded by
-`THAW_MAX_BATCH`: the images of one request are one pipeline call.
+`num_inference_steps`, `guidance_scale`, `true_cfg_scale`, `max_sequence_length`) keep one set
+of bounds, and `n` is bounded by `THAW_MAX_BATCH`: the images of one request are one pipeline
+call.
 """
 
 from __future__ import annotations
@@ -22,8 +23,18 @@ from handler.schemas import MAX_SEED, GenerateRequestBase
 from runtime.errors import InvalidRequest
 
 SIZE = re.compile(r"([1-9][0-9]{0,5})x([1-9][0-9]{0,5})")
-SHARED_FIELDS = ("prompt", "negative_prompt", "num_inference_steps", "guidance_scale", "seed")
-"""Fields taken, with their bounds, from `/generate`'s request model."""
+SHARED_FIELDS = (
+    "prompt",
+    "negative_prompt",
+    "num_inference_steps",
+    "guidance_scale",
+    "seed",
+    "true_cfg_scale",
+    "max_sequence_length",
+)
+"""Fields taken, with their bounds, from `/generate`'s request model (the loaded model's
+terms refuse the ones it does not take, as on `/generate`: Flux's negative prompt needs
+`true_cfg_scale` > 1)."""
 
 
 class ResponseFormat(StrEnum):

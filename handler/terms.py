@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from runtime.errors import InvalidRequest
+from runtime.settings import SettingsError
 
 if TYPE_CHECKING:
     from handler.config import ImageLimits
@@ -171,7 +172,7 @@ def read_terms(pipe: Any, limits: ImageLimits) -> ModelTerms:
     if denoiser.get("pos_embed_max_size"):  # positions past it have no embedding
         max_side = min(max_side, int(denoiser["pos_embed_max_size"]) * patch * scale)
     default_size = (limits.default_width or native[0], limits.default_height or native[1])
-    return ModelTerms(
+    terms = ModelTerms(
         pipeline=type(pipe).__name__,
         takes=frozenset(takes),
         native_size=native,
@@ -184,6 +185,44 @@ def read_terms(pipe: Any, limits: ImageLimits) -> ModelTerms:
         default_true_cfg_scale=_default(call, "true_cfg_scale", None),
         default_max_sequence_length=_default(call, "max_sequence_length", None),
     )
+    _check_default_size(terms, limits)
+    return terms
+
+
+def _check_default_size(terms: ModelTerms, limits: ImageLimits) -> None:
+    """Fail the load (naming the settings) when the model would refuse its own default size:
+    otherwise the server would be ready and refuse every request that omits a side, as if the
+    client had asked for it. The settings alone cannot tell: the bounds (SD3's position
+    embedding, Flux's multiple of 16) and the native size are the model's."""
+    if not {"width", "height"} <= terms.takes:
+        return
+    width, height = terms.default_size
+    try:
+        for field, side in (("width", width), ("height", height)):
+            terms._check_side(field, side)
+        if width * height > terms.max_pixels:
+            raise SizeRefused(
+                f"width*height={width}*{height}={width * height} exceeds the limit of "
+                f"{terms.max_pixels} pixels"
+            )
+    except SizeRefused as refused:
+        chosen = [
+            f"THAW_DEFAULT_{name.upper()}={value}"
+            for name, value in (("width", limits.default_width), ("height", limits.default_height))
+            if value is not None
+        ]
+        bounds = [
+            f"THAW_{name}={value}"
+            for name, value in (("MAX_SIDE", limits.max_side), ("MAX_PIXELS", limits.max_pixels))
+            if value is not None
+        ]
+        named = ", ".join(chosen + bounds)
+        size = "its default size" if chosen else "its native size, the default,"
+        raise SettingsError(
+            f"{named + ': ' if named else ''}this model ({terms.pipeline}) refuses {size} "
+            f"{width}x{height}: {refused.message}; set THAW_DEFAULT_WIDTH and THAW_DEFAULT_HEIGHT "
+            "to a size it takes"
+        ) from None
 
 
 def _component_config(pipe: Any, name: str) -> dict[str, Any]:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from runtime.weights.sources import ModelNotFound
+
 WEIGHT_FILE = re.compile(
-    r"^(?:diffusion_pytorch_model|model)(?:\.(?P<variant>\w+?))?(?:-\d{5}-of-\d{5})?"
-    r"\.(?:safetensors|bin)$"
+    r"^(?:diffusion_pytorch_model|pytorch_model|model)(?:\.(?P<variant>\w+?))?"
+    r"(?:-\d{5}-of-\d{5})?\.(?:safetensors|bin)$"
 )
 
 
@@ -36,10 +38,23 @@ def folder_variants(folder: Path) -> tuple[bool, set[str]]:
 
 def choose_variant(folder: Path, setting: str | None) -> str | None:
     """The `variant` to load `folder` with: the setting; else the one variant of a folder with
-    no plain weights; else None (plain files, diffusers' default)."""
-    if setting is not None:
-        return setting
+    no plain weights; else None (plain files, diffusers' default). A setting the folder holds no
+    file of, or several variants and no plain files without a setting, is `ModelNotFound`
+    naming THAW_VARIANT and what the folder holds (diffusers would name one missing file)."""
     plain, variants = folder_variants(folder)
+    held = ", ".join((["plain weight files"] if plain else []) + sorted(variants)) or "no weights"
+    if setting is not None:
+        if setting not in variants:
+            raise ModelNotFound(
+                f"THAW_VARIANT={setting}: {folder} holds no weight files of variant {setting} "
+                f"(*.{setting}.safetensors); it holds: {held}"
+            )
+        return setting
     if not plain and len(variants) == 1:
         return variants.pop()
+    if not plain and len(variants) > 1:
+        raise ModelNotFound(
+            f"{folder} holds only weight variants ({held}) and THAW_VARIANT is unset: set "
+            "THAW_VARIANT to the one to load"
+        )
     return None

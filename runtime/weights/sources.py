@@ -58,6 +58,15 @@ def _from_hub_cache(repo_id: str, cache: Path, revision: str) -> Path:
     snapshot = repo_dir / "snapshots" / commit
     if snapshot.is_dir():
         return snapshot
+    held = sorted(p.name for p in (repo_dir / "snapshots").glob("*") if p.is_dir())
+    if held and not ref_file.is_file() and not re.fullmatch(r"[0-9a-f]{40}", revision):
+        # Downloaded by commit (huggingface_hub writes refs/<name> only for a branch or tag),
+        # or the ref was not copied: the weights are here, the revision's name is not.
+        raise ModelNotFound(
+            f"Hugging Face model {repo_id!r} is in the local cache {cache}, but it has no "
+            f"refs/{revision} naming one of its snapshots ({', '.join(held)}): set "
+            "THAW_MODEL_REVISION to the snapshot's commit"
+        )
     raise ModelNotFound(
         f"Hugging Face model {repo_id!r} (revision {revision!r}) is not in the local cache "
         f"{cache}; thaw does not download at run time: fetch it first "

@@ -46,10 +46,13 @@ def folder(tmp_path: Path, *files: str) -> Path:
             None,
         ),
         (["unet/diffusion_pytorch_model-00001-of-00002.safetensors"], None, None),
-        # Two variants and no plain files: diffusers' own error names what is missing.
-        (["unet/model.fp16.safetensors", "text_encoder/model.bf16.safetensors"], None, None),
-        # The setting wins.
-        (["unet/diffusion_pytorch_model.safetensors"], "fp16", "fp16"),
+        # The setting wins over the plain files (two variants and no plain files, or a setting
+        # the folder holds none of, are refused: test_families_review).
+        (
+            ["unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.fp16.bin"],
+            "fp16",
+            "fp16",
+        ),
     ],
 )
 def test_the_variant_chosen(
