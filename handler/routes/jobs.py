@@ -7,6 +7,7 @@ configured limits as a real class in the route's signature.
 """
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,7 +18,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response, Streamin
 from handler.auth import require_api_key
 from handler.jobs_view import JobNotReady, job_view
 from handler.routes.generate import submit_job, subscription
-from handler.schemas import GenerateRequestBase
+from handler.schemas import MAX_SEED, GenerateRequestBase
 from handler.state import AppState
 from runtime.errors import InvalidRequest
 from runtime.jobs.store import ID_PATTERN, Job, JobStatus
@@ -36,11 +37,14 @@ def build_router(request_model: type[GenerateRequestBase]) -> APIRouter:
     @router.put("/jobs/{job_id}", status_code=202)
     async def submit_as(request: Request, job_id: str, body: request_model) -> Response:  # type: ignore[valid-type]
         """Submit under an id the client chose: the same body again returns the same job (200);
-        another body under that id is a 409. Give a `seed` to make a retry the same request."""
+        another body under that id is a 409. A seed the body omits is drawn from the id and the
+        body, so a retry of the same body is the same request."""
         if not ID_PATTERN.fullmatch(job_id):
             raise InvalidRequest(
                 f"job id {job_id[:140]!r}: use 1-128 letters, digits and _.:-", field="job_id"
             )
+        if body.seed is None:  # type: ignore[attr-defined]
+            body = body.model_copy(update={"seed": seed_for(job_id, body)})  # type: ignore[attr-defined]
         params = body.to_params(AppState.of(request).config.limits)  # type: ignore[attr-defined]
         webhook = await subscription(request, body)
         return await submit_job(request, params, job_id=job_id, webhook=webhook)
@@ -100,6 +104,13 @@ def build_router(request_model: type[GenerateRequestBase]) -> APIRouter:
         return JSONResponse(job_view(await cancel_job(request, job_id)))
 
     return router
+
+
+def seed_for(job_id: str, body: GenerateRequestBase) -> int:
+    """The seed of a PUT that gave none: the same for the same id and body (a retry must not
+    meet a 409 over a seed the server drew), another for another id."""
+    digest = hashlib.sha256(f"{job_id}\0{body.model_dump_json()}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (MAX_SEED + 1)
 
 
 async def cancel_job(request: Request, job_id: str) -> Job:

@@ -112,6 +112,24 @@ def test_concurrent_puts_of_one_id_make_one_job(server: ServerProcess) -> None:
     wait_job(server, "race-same", "succeeded")
 
 
+def test_a_put_retried_without_a_seed_is_the_same_job(server: ServerProcess) -> None:
+    # A client retrying a PUT whose answer it lost sends the same body: that must not be a 409
+    # because the server drew another seed for the omitted one.
+    body = {key: value for key, value in QUICK.items() if key != "seed"}
+    first = server.client.put("/jobs/no-seed-given", json=body)
+    again = server.client.put("/jobs/no-seed-given", json=body)
+    assert first.status_code == 202
+    assert again.status_code == 200, again.text
+    assert again.json()["created_at"] == first.json()["created_at"]
+    done = wait_job(server, "no-seed-given", "succeeded")
+    other = server.client.put("/jobs/no-seed-given-2", json=body)
+    assert other.status_code == 202
+    assert (
+        wait_job(server, "no-seed-given-2", "succeeded")["result"]["seed"] != done["result"]["seed"]
+    )  # another id, another drawn seed
+    assert server.client.put("/jobs/no-seed-given", json={**body, "seed": 7}).status_code == 409
+
+
 @pytest.mark.parametrize(
     "path",
     [
