@@ -19,8 +19,9 @@ Then, on the tiny model: /livez latency while loading and while generating (work
 thread), a warm /generate against the pipeline called directly, and throughput with
 p50/p95 latency at concurrency 1, 4, 8 and 16, and at 8 with micro-batching; and the cold
 start of one tiny model of each pipeline family (bench.families, `--family-runs`), and
-spawn to listening and ready pinned to one CPU (bench.one_core, `--one-core-runs`). Writes
-bench/results/suite.md and suite.png.
+spawn to listening and ready pinned to one CPU (bench.one_core, `--one-core-runs`); and an
+asynchronous job (polled, or followed over SSE) against POST /generate for the same work, with
+progress event latency (bench.jobs, `--job-runs`). Writes bench/results/suite.md and suite.png.
 """
 
 from __future__ import annotations
@@ -408,6 +409,9 @@ def main() -> None:
         "--one-core-runs", type=int, default=3, help="runs of bench.one_core's table (0: none)"
     )
     parser.add_argument(
+        "--job-runs", type=int, default=15, help="runs of bench.jobs' tables (0: none)"
+    )
+    parser.add_argument(
         "--samples", type=Path, help="reuse the cold-start samples a previous run saved"
     )
     parser.add_argument(
@@ -499,6 +503,9 @@ def main() -> None:
         if args.one_core_runs
         else []
     )
+    from bench import jobs  # an asynchronous job against POST /generate, progress latency
+
+    job_rows = jobs.table(jobs.measure(tiny_env, args.job_runs)) if args.job_runs else []
 
     # Every row starts the same server: the listening ratio is pooled over all of them too.
     pooled = [
@@ -584,6 +591,11 @@ def main() -> None:
             f"| {c}, THAW_MAX_BATCH=8 | {v['rps']:.2f} ({v['rps'] / levels[c]['rps']:.2f}x) "
             f"| {fmt(v['p50'], 'ms')} | {fmt(v['p95'], 'ms')} |"
             for c, v in batched.items()
+        ),
+        *(
+            ("", f"Jobs (`python -m bench.jobs --runs {args.job_runs}`):", "", *job_rows)
+            if job_rows
+            else ()
         ),
     ]
     text = "\n".join(lines) + "\n"
