@@ -124,14 +124,16 @@ def default_cache_dir(environ: Mapping[str, str]) -> Path:
 
 
 def hub_cache_dir(environ: Mapping[str, str]) -> Path:
-    """The Hugging Face hub cache folder, as huggingface_hub computes it."""
-    if environ.get("HF_HUB_CACHE"):
-        return Path(environ["HF_HUB_CACHE"])
-    home = environ.get("HF_HOME") or os.path.join(
-        environ.get("XDG_CACHE_HOME") or os.path.join(environ.get("HOME", "/tmp"), ".cache"),
-        "huggingface",
-    )
-    return Path(home) / "hub"
+    """The Hugging Face hub cache folder, as huggingface_hub computes it: `HF_HUB_CACHE`, else
+    its legacy name `HUGGINGFACE_HUB_CACHE`, else `HF_HOME/hub`; a leading `~` expanded."""
+    cache = environ.get("HF_HUB_CACHE") or environ.get("HUGGINGFACE_HUB_CACHE")
+    if not cache:
+        home = environ.get("HF_HOME") or os.path.join(
+            environ.get("XDG_CACHE_HOME") or os.path.join(environ.get("HOME", "/tmp"), ".cache"),
+            "huggingface",
+        )
+        cache = os.path.join(home, "hub")
+    return Path(cache).expanduser()
 
 
 def _url(env: EnvReader, name: str) -> str | None:

@@ -26,7 +26,7 @@ from handler.schemas import request_model
 from handler.terms import read_terms
 from handler.variants import choose_variant
 from runtime.observe.phases import PhaseRecorder
-from runtime.settings import SettingsError
+from runtime.settings import SettingsError, hub_cache_dir
 from runtime.weights.sources import ModelNotFound, resolve_local
 from tests.support.hub_cache import COMMIT, hub_cache
 from tests.support.pipelines import FluxLike, SD3Like, StableDiffusionLike
@@ -146,3 +146,18 @@ def test_the_openai_route_takes_true_cfg_and_the_t5_length_as_generate_does() ->
     }
     with pytest.raises(ValidationError, match="max_sequence_length"):
         images.model_validate({"prompt": "a fox", "max_sequence_length": 513})
+
+
+@pytest.mark.parametrize(
+    ("environ", "cache"),
+    [
+        # huggingface_hub still reads the legacy name (Dockerfiles of the last years set it).
+        ({"HUGGINGFACE_HUB_CACHE": "/models/hub", "HOME": "/root"}, "/models/hub"),
+        ({"HF_HUB_CACHE": "/a", "HUGGINGFACE_HUB_CACHE": "/b", "HOME": "/root"}, "/a"),
+        # ... and expands a home folder, as a shell would not inside quotes.
+        ({"HF_HOME": "~/hf", "HOME": "/root"}, str(Path("~/hf/hub").expanduser())),
+        ({"HF_HUB_CACHE": "~/hub", "HOME": "/root"}, str(Path("~/hub").expanduser())),
+    ],
+)
+def test_the_hub_cache_is_where_huggingface_hub_looks(environ: dict[str, str], cache: str) -> None:
+    assert hub_cache_dir(environ) == Path(cache)
