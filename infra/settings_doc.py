@@ -45,6 +45,7 @@ PLATFORM_VARIABLES = {
     "store.",
     "HF_HUB_CACHE": "The Hugging Face hub cache that a model id in `THAW_MODEL` is read from "
     "(thaw never downloads from the hub).",
+    "HUGGINGFACE_HUB_CACHE": "The legacy name of `HF_HUB_CACHE`, read when that is unset.",
     "HF_HOME": "Where the hub cache is when `HF_HUB_CACHE` is unset (`$HF_HOME/hub`).",
     "XDG_CACHE_HOME": "Where the default cache folders are when set (`$XDG_CACHE_HOME/thaw`, "
     "`$XDG_CACHE_HOME/huggingface/hub`).",
