@@ -105,6 +105,10 @@ def create_app(
         title="thaw text-to-image",
         version="0.1.0",
         description="A text-to-image service that listens at once and loads its model once.",
+        # FastAPI's /docs and /redoc pages load their scripts from a CDN, on the origin where the
+        # playground keeps the API key: the playground at / is the UI, /openapi.json the schema.
+        docs_url=None,
+        redoc_url=None,
         **kwargs,
     )
     model = request_model(config.limits)

@@ -51,6 +51,15 @@ def test_head_answers_where_uptime_checkers_look(server: ServerProcess) -> None:
         assert got.content == b""
 
 
+def test_no_page_loads_scripts_from_another_origin(server: ServerProcess) -> None:
+    """FastAPI's /docs and /redoc pull Swagger UI and ReDoc from a CDN, on the origin where the
+    playground keeps its API key: they are off; the schema stays at /openapi.json."""
+    for path in ("/docs", "/redoc"):
+        assert server.get(path).status_code == 404, path
+    assert server.get("/openapi.json").status_code == 200
+    assert "cdn." not in server.get("/").text
+
+
 def test_a_png_of_the_requested_size(server: ServerProcess) -> None:
     response = server.post("/generate", json={**SMALL, "prompt": "a red fox", "height": 128})
     image = png(response)
