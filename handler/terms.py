@@ -186,7 +186,25 @@ def read_terms(pipe: Any, limits: ImageLimits) -> ModelTerms:
         default_max_sequence_length=_default(call, "max_sequence_length", None),
     )
     _check_default_size(terms, limits)
+    _check_default_bounds(terms, limits)
     return terms
+
+
+def _check_default_bounds(terms: ModelTerms, limits: ImageLimits) -> None:
+    """Fail the load when the model's own default steps or guidance exceed THAW_MAX_STEPS or
+    THAW_MAX_GUIDANCE: a request that omits them would get more than an explicit one may ask
+    (a setting's default past its bound already stops the start, handler.config)."""
+    checks = (
+        ("num_inference_steps", terms.default_steps, "MAX_STEPS", limits.max_steps, "STEPS"),
+        ("guidance_scale", terms.default_guidance, "MAX_GUIDANCE", limits.max_guidance, "GUIDANCE"),
+    )
+    for field, default, bound_name, bound, setting in checks:
+        if field in terms.takes and default is not None and default > bound:
+            raise SettingsError(
+                f"THAW_{bound_name}={bound:g}: this model ({terms.pipeline}) takes "
+                f"{field}={default:g} when a request names none; set THAW_DEFAULT_{setting} "
+                f"to at most {bound:g}"
+            )
 
 
 def _check_default_size(terms: ModelTerms, limits: ImageLimits) -> None:

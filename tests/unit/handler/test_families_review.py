@@ -161,3 +161,30 @@ def test_the_openai_route_takes_true_cfg_and_the_t5_length_as_generate_does() ->
 )
 def test_the_hub_cache_is_where_huggingface_hub_looks(environ: dict[str, str], cache: str) -> None:
     assert hub_cache_dir(environ) == Path(cache)
+
+
+@pytest.mark.parametrize(
+    ("pipe", "limits", "named"),
+    [
+        # Omitting the steps ran the model's 50 (PNDM: 51) where THAW_MAX_STEPS=10 refuses an
+        # explicit 50, and /openapi.json showed default 50 beside maximum 10. Before families
+        # the same default (then 25) past THAW_MAX_STEPS stopped the start.
+        (StableDiffusionLike(), ImageLimits(max_steps=10), ["THAW_MAX_STEPS=10", "50"]),
+        (SD3Like(), ImageLimits(max_guidance=5.0), ["THAW_MAX_GUIDANCE=5", "7"]),
+    ],
+)
+def test_a_model_default_past_the_settings_bound_fails_the_load_naming_it(
+    pipe: object, limits: ImageLimits, named: list[str]
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        read_terms(pipe, limits)
+    for part in named:
+        assert part in str(refused.value)
+
+
+def test_a_setting_s_default_within_the_bound_overrides_the_model_s() -> None:
+    limits = ImageLimits(max_steps=10, default_steps=8, max_guidance=5.0, default_guidance=4.0)
+    terms = read_terms(StableDiffusionLike(), limits)
+    assert (terms.default_steps, terms.default_guidance) == (8, 4.0)
+    # A model that takes no guidance_scale has no default of it to bound.
+    assert read_terms(FluxLike(guidance_embeds=False), ImageLimits(max_guidance=1.0))
