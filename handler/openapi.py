@@ -78,6 +78,13 @@ def fit_request(component: dict[str, Any], terms: ModelTerms) -> None:
         for branch in shown.get("anyOf", [shown]):
             if branch.get("type") != "null":
                 branch.update(bounds)
+    if "size" in properties and {"width", "height"} <= terms.takes:  # the OpenAI request's
+        properties["size"]["description"] = (
+            f'"WIDTHxHEIGHT" in pixels, each side 64 to {terms.max_side} and a multiple of '
+            f'{terms.size_multiple}, width*height at most {terms.max_pixels}; or "auto" '
+            f"for the model's default, {width}x{height} (native size {native})."
+        )
+        properties["size"]["examples"] = [f"{width}x{height}"]
     if "negative_prompt" in properties and "true_cfg_scale" in terms.takes:
         properties["negative_prompt"]["description"] = (
             "Used only with true_cfg_scale > 1 (true classifier-free guidance)."

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from handler.config import ImageLimits
 from handler.openai_schemas import images_request_model
+from handler.openapi import for_model
 from handler.schemas import request_model
 from handler.terms import read_terms
 from handler.variants import choose_variant
@@ -188,3 +189,18 @@ def test_a_setting_s_default_within_the_bound_overrides_the_model_s() -> None:
     assert (terms.default_steps, terms.default_guidance) == (8, 4.0)
     # A model that takes no guidance_scale has no default of it to bound.
     assert read_terms(FluxLike(guidance_embeds=False), ImageLimits(max_guidance=1.0))
+
+
+def test_the_openai_size_s_schema_shows_the_loaded_model_s_multiple_and_bounds() -> None:
+    limits = ImageLimits()
+    images = images_request_model(request_model(limits), max_images=2)
+    edge = {"components": {"schemas": {"ImageGenerationRequest": images.model_json_schema()}}}
+    shown = for_model(edge, read_terms(FluxLike(), limits))
+    properties = shown["components"]["schemas"]["ImageGenerationRequest"]["properties"]
+    size = properties["size"]
+    # The edge's text says "a multiple of 8" whatever the model; Flux takes multiples of 16.
+    assert "multiple of 16" in size["description"]
+    assert "2048" in size["description"]
+    assert "1024x1024" in size["description"]
+    assert size["examples"] == ["1024x1024"]
+    assert "true_cfg_scale" in properties
