@@ -676,7 +676,11 @@ class Jobs(Generic[P]):
         return gone
 
     def _recover(self) -> None:
-        """Jobs a previous process left queued or running can no longer finish: say so."""
+        """Jobs a previous process left queued or running can no longer finish: say so. Only
+        where that process is surely gone (it ran on this machine and its pid is dead or is now
+        this process's, or its lease lapsed): a folder on a volume that a rolling update's
+        new pod mounts while the old one still drains holds the old one's live jobs, which its
+        lease renewals keep; if it dies, a read past the lease records them lost."""
         try:
             held = self.store.ids()
         except Exception as exc:  # the server starts all the same: submissions say why
@@ -684,15 +688,42 @@ class Jobs(Generic[P]):
             return
         for job_id in held:
             try:
-                job = self.store.get(job_id)
-                if job is not None and not job.status.final:
+                found = self.store.read(job_id)
+                if found is None:
+                    continue
+                job, version = found
+                if not job.status.final and _holder_gone(job, self._wall()):
                     job.status = JobStatus.FAILED
                     job.finished_at = self._wall()
                     job.lease_until = None
                     job.error = {"code": "lost", "message": LOST}
-                    self.store.update(job)
+                    self.store.replace(job, version)  # its holder may write first: it wins
             except Exception as exc:  # one bad record must not keep the server from starting
                 log.warning("job not recovered", extra={"job_id": job_id, "error": repr(exc)[:300]})
+
+
+def _holder_gone(job: Job, now: float) -> bool:
+    """The process that holds `job` is surely gone: its lease lapsed, or its `owner` names a
+    process of this machine that is dead or whose pid is now this one's (a restarted container
+    reuses its pids). Another machine's process, or a live one here, is left to its lease."""
+    if _lapsed(job, now) or not job.owner:
+        return True
+    host, _, rest = job.owner.partition(":")
+    if host != socket.gethostname():
+        return False
+    try:
+        pid = int(rest.split(":", 1)[0])
+    except ValueError:
+        return True
+    if pid == os.getpid():
+        return True  # this process holds nothing yet: an earlier one had this pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def _lapsed(job: Job, now: float) -> bool:

@@ -395,6 +395,31 @@ def test_an_unwritable_jobs_folder_leaves_sync_serving_and_says_why_jobs_cannot_
         subprocess.run(["chattr", "-i", str(jobs)], capture_output=True, check=False)
 
 
+def test_a_second_server_on_the_jobs_folder_leaves_the_first_ones_jobs_running(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    # A rolling update (maxSurge: the new pod starts while the old one still serves or drains)
+    # with the jobs folder on a volume both mount: the new process's start must not record the
+    # old one's live jobs lost (which also stops them there at their next write).
+    env = {"THAW_MODEL": str(tiny_model), "THAW_JOBS_DIR": str(tmp_path)}
+    old = ServerProcess(env).start()
+    new = ServerProcess(env)
+    try:
+        old.wait_ready()
+        job = old.post("/jobs", json=LONG).json()
+        wait_job(old, job["id"], "running")
+        new.start().wait_ready()
+        time.sleep(1.5)  # a progress write or two of the old process's
+        seen = old.get(f"/jobs/{job['id']}").json()
+        assert seen["status"] == "running", seen.get("error")
+        assert new.get(f"/jobs/{job['id']}").json()["status"] == "running"
+        old.client.delete(f"/jobs/{job['id']}")
+        wait_job(old, job["id"], "canceled", timeout=20)
+    finally:
+        new.stop()
+        old.stop()
+
+
 # -- a job store that does not answer --------------------------------------------------------------
 
 
