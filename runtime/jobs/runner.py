@@ -131,6 +131,7 @@ class Jobs(Generic[P]):
         self._versions: dict[str, str] = {}
         self._controls: dict[str, Control] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._submitting: dict[str, _Turn] = {}  # ids being submitted (on the loop)
         self._saved_at: dict[str, float] = {}
         self._changed = Notifier()
         self._version = 0
@@ -191,7 +192,37 @@ class Jobs(Generic[P]):
 
         The place is taken on the loop before the record is written. If this submission is
         canceled while the write is under way, the place goes back and a record the write still
-        makes is held by nobody: it is recorded lost when its lease lapses, never left queued."""
+        makes is held by nobody: it is recorded lost when its lease lapses, never left queued.
+
+        Submissions of one id in this process take turns, as they did when all of it ran on
+        the loop: a repeat finds the job its predecessor stored (200, or 409 for another body),
+        not a place taken by submissions that all looked before any wrote (429)."""
+        if job_id is None:
+            return await self._asubmit(item, request, batch=batch, key=key, encode=encode)
+        turn = self._submitting.get(job_id)
+        if turn is None:
+            turn = self._submitting[job_id] = _Turn()
+        turn.users += 1
+        try:
+            async with turn.lock:
+                return await self._asubmit(
+                    item, request, batch=batch, key=key, encode=encode, job_id=job_id
+                )
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._submitting[job_id]
+
+    async def _asubmit(
+        self,
+        item: P,
+        request: dict[str, Any],
+        *,
+        batch: Callable[[Any, list[P]], list[Any]],
+        key: Hashable | None,
+        encode: Callable[[Any], tuple[bytes, dict[str, Any]]],
+        job_id: str | None = None,
+    ) -> tuple[Job, bool]:
         digest = request_hash(request)
         if job_id is not None:
             existing = await asyncio.to_thread(self.get, job_id)
@@ -700,6 +731,14 @@ class Jobs(Generic[P]):
                     self.store.replace(job, version)  # its holder may write first: it wins
             except Exception as exc:  # one bad record must not keep the server from starting
                 log.warning("job not recovered", extra={"job_id": job_id, "error": repr(exc)[:300]})
+
+
+class _Turn:
+    """The submissions of one id waiting for their turn (on the loop)."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
 
 
 def _holder_gone(job: Job, now: float) -> bool:

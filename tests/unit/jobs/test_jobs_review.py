@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import pytest
 
-from runtime.errors import Canceled
+from runtime.errors import Canceled, Overloaded, ThawError
 from runtime.jobs.destinations import AllowList, Reach, WebhookRefused, parse, refusal
 from runtime.jobs.runner import Jobs
 from runtime.jobs.store import Job, JobStatus, LocalJobStore, StoreUnavailable
@@ -201,3 +201,62 @@ def test_other_spellings_of_the_metadata_address_are_refused(url: str) -> None:
 
     with pytest.raises(WebhookRefused):
         asyncio.run(subscribe())
+
+
+class FewPlaces:
+    """Two places (one running, one queued); the work waits until canceled."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+        self.gate = self
+
+    def reserve(self, request_id: str | None = None) -> object:
+        if self.taken >= 2:
+            raise Overloaded("full", retry_after=1)
+        self.taken += 1
+        return object()
+
+    def release(self, ticket: object) -> None:
+        self.taken -= 1
+
+    async def run_item(self, item: Any, **_: Any) -> Any:
+        await asyncio.Event().wait()
+
+
+class SlowReads(LocalJobStore):
+    def read(self, job_id: str) -> tuple[Job, str] | None:
+        time.sleep(0.05)  # a store far away: concurrent submissions overlap
+        return super().read(job_id)
+
+
+def test_concurrent_puts_of_one_id_are_one_job_and_conflicts_not_overload(
+    tmp_path: Path,
+) -> None:
+    service = FewPlaces()
+
+    async def scenario() -> list[str]:
+        jobs = Jobs(cast(Any, service), SlowReads(tmp_path), ttl_s=100)
+
+        async def put(n: int) -> str:
+            try:
+                _, created = await jobs.asubmit(
+                    None,
+                    {"prompt": f"p{n % 2}"},  # two bodies: one wins, its repeats are the job
+                    batch=lambda m, b: b,
+                    key=None,
+                    encode=lambda v: (b"png", {}),
+                    job_id="one-id",
+                )
+            except ThawError as exc:
+                return exc.code
+            return "created" if created else "same"
+
+        answers = await asyncio.gather(*(put(n) for n in range(10)))
+        for task in list(jobs._tasks.values()):
+            task.cancel()
+        return list(answers)
+
+    answers = asyncio.run(scenario())
+    assert answers.count("created") == 1
+    assert sorted(set(answers)) == ["created", "job_conflict", "same"], answers
+    assert service.taken <= 1  # the winner's place only
