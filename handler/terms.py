@@ -15,6 +15,7 @@ travels to the server, which fits each request to it (`ModelTerms.fit`) with no 
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -152,9 +153,21 @@ class ModelTerms:
         }
 
 
+IMAGE_CONDITIONED = re.compile(r"Img2Img|Image2Image|Inpaint|Pix2Pix|Upscale|ControlNet|Depth2Img")
+"""diffusers' names for pipelines that need an input image. Their call's `image` has a default
+(None) as a text-to-image one's optional reference image has (Flux Kontext), so the signature
+cannot tell them apart: loaded, they would say ready and fail every request."""
+
+
 def read_terms(pipe: Any, limits: ImageLimits) -> ModelTerms:
     """The request terms of `pipe` (a diffusers pipeline, or any callable with the same
     parameters), with `limits`' settings over the pipeline's own defaults."""
+    name = type(pipe).__name__
+    if IMAGE_CONDITIONED.search(name):
+        raise SettingsError(
+            f"THAW_MODEL: this model is a {name}, which needs an input image; thaw serves "
+            "text-to-image pipelines (THAW_LOADER can wrap another kind in one)"
+        )
     call = inspect.signature(type(pipe).__call__).parameters
     takes = {field for field in OPTIONAL_FIELDS if field in call}
     if not takes and any(p.kind is p.VAR_KEYWORD for p in call.values()):

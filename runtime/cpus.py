@@ -34,7 +34,10 @@ def cgroup_quota(root: Path = ROOT) -> float | None:
         return None
     quotas: list[float] = []
     for line in lines:
-        _, controllers, path = line.split(":", 2)
+        fields = line.split(":", 2)
+        if len(fields) != 3:  # not hierarchy-id:controllers:path; nothing to read from it
+            continue
+        _, controllers, path = fields
         if controllers == "":  # cgroup v2: one unified hierarchy
             quotas += _along(root / "sys/fs/cgroup", path, _v2_quota)
         elif "cpu" in controllers.split(","):

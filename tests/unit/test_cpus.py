@@ -64,6 +64,7 @@ def test_cgroup_v1_quota(tmp_path: Path) -> None:
         {"proc/self/cgroup": "0::/\n", "sys/fs/cgroup/cpu.max": "max 100000\n"},
         {"proc/self/cgroup": "0::/\n"},  # no cpu controller enabled
         {"proc/self/cgroup": "0::/\n", "sys/fs/cgroup/cpu.max": "garbage\n"},
+        {"proc/self/cgroup": "garbage\n"},  # a line that is not id:controllers:path
     ],
 )
 def test_no_quota_leaves_the_affinity(tmp_path: Path, files: dict[str, str]) -> None:

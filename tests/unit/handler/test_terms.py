@@ -154,3 +154,20 @@ def test_terms_report_what_health_shows() -> None:
         "default_size": [1024, 1024],
         "takes": sorted(terms.takes),
     }
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "StableDiffusionImg2ImgPipeline",
+        "StableDiffusionXLInpaintPipeline",
+        "FluxControlNetPipeline",
+    ],
+)
+def test_a_pipeline_that_needs_an_input_image_fails_the_load(name: str) -> None:
+    """Loaded, it would report ready and fail every request with a 500."""
+    from runtime.settings import SettingsError
+
+    pipe = type(name, (StableDiffusionLike,), {})()
+    with pytest.raises(SettingsError, match=rf"THAW_MODEL: this model is a {name}"):
+        read_terms(pipe, ImageLimits())
