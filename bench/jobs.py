@@ -230,6 +230,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None)
     args = parser.parse_args()
     model = args.model or Path(os.environ.get("THAW_MODEL", default_output()))
+    load_before = os.getloadavg()[0]
     samples = measure(
         {"THAW_MODEL": str(model)}, args.runs, steps=args.steps, size=args.size, poll_s=args.poll_s
     )
@@ -238,7 +239,8 @@ def main() -> None:
         f"Python {platform.python_version()}, no GPU; `python -m bench.jobs --runs {args.runs} "
         f"--steps {args.steps} --size {args.size} --poll-s {args.poll_s:g}`; one server "
         "(`python -m handler`, jobs in a local folder) on loopback, the three paths interleaved "
-        "run by run.",
+        f"run by run. Load average (1 min) {load_before:.2f} before, {os.getloadavg()[0]:.2f} "
+        "after (whatever else the machine ran counts in it).",
         "",
         *table(samples),
     ]
