@@ -31,6 +31,11 @@ def job_view(job: Job, *, now: float | None = None) -> dict[str, Any]:
         "lease_until",
     ):  # who holds it is no client's business
         record.pop(internal, None)
+    webhook = record["request"].get("webhook")
+    if isinstance(webhook, str) and "?" in webhook:
+        # A receiver's token often rides in the query: anyone who can read the job (a guessable
+        # PUT id, no THAW_API_KEY) must not learn it; the logs leave it out for the same reason.
+        record["request"] = {**record["request"], "webhook": webhook.split("?", 1)[0] + "?…"}
     steps, step = job.steps, job.step
     progress: dict[str, Any] = {
         "step": step,

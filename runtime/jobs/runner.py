@@ -383,8 +383,17 @@ class Jobs(Generic[P]):
     def _finish(self, job_id: str, status: JobStatus, **fields: Any) -> None:
         """Record the job's end (a store write: call it from a thread, not the event loop).
         Of two ends racing (a Lambda worker's deadline, the job's own), the first is kept."""
+        # Results are kept THAW_JOB_TTL_S from when they exist: a job that ran longer than the
+        # TTL would otherwise lose its image the moment it finished.
+        now = self._wall()
         changed = self._change(
-            job_id, status=status, finished_at=self._wall(), lease_until=None, save=True, **fields
+            job_id,
+            status=status,
+            finished_at=now,
+            expires_at=now + self.ttl_s,
+            lease_until=None,
+            save=True,
+            **fields,
         )
         if not changed:  # settled elsewhere (canceled from another replica, declared lost)
             return
@@ -601,6 +610,7 @@ class Jobs(Generic[P]):
         settled = Job.from_json(job.to_json())
         settled.status = status
         settled.finished_at = self._wall()
+        settled.expires_at = settled.finished_at + self.ttl_s
         settled.lease_until = None
         for name, value in fields.items():
             setattr(settled, name, value)
@@ -726,6 +736,7 @@ class Jobs(Generic[P]):
                 if not job.status.final and _holder_gone(job, self._wall()):
                     job.status = JobStatus.FAILED
                     job.finished_at = self._wall()
+                    job.expires_at = job.finished_at + self.ttl_s
                     job.lease_until = None
                     job.error = {"code": "lost", "message": LOST}
                     self.store.replace(job, version)  # its holder may write first: it wins
