@@ -328,10 +328,11 @@ def test_a_foreign_or_corrupt_jobs_folder_neither_stops_the_start_nor_breaks_a_r
     put("empty", None)  # the process died between the folder and its record
     put("lost+found", None)
     server = ServerProcess(
-        {"THAW_MODEL": str(tiny_model), "THAW_JOBS_DIR": str(tmp_path), "THAW_JOB_TTL_S": "2"}
+        {"THAW_MODEL": str(tiny_model), "THAW_JOBS_DIR": str(tmp_path), "THAW_JOB_TTL_S": "8"}
     ).start()
     try:
         server.wait_ready()
+        # Recorded lost at the start, kept THAW_JOB_TTL_S from then.
         newer = server.get("/jobs/newer").json()
         assert (newer["status"], newer["error"]["code"]) == ("failed", "lost")
         assert "tenant" not in newer
@@ -343,7 +344,7 @@ def test_a_foreign_or_corrupt_jobs_folder_neither_stops_the_start_nor_breaks_a_r
         # Expired jobs go, whether or not anyone reads them again: each job's folder is
         # written once here and never read by a client after it succeeded.
         ids = [server.post("/jobs", json={**QUICK, "seed": n}).json()["id"] for n in range(2)]
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 40  # done + the TTL + a sweep (every TTL/2)
         while time.monotonic() < deadline and any((tmp_path / i).exists() for i in ids):
             time.sleep(0.2)
         assert not any((tmp_path / i).exists() for i in ids), "expired jobs never deleted"
