@@ -47,7 +47,7 @@ async def sweeping(jobs: Jobs[Any]) -> AsyncIterator[None]:
         yield
         return
     every = max(1.0, min(SWEEP_S, jobs.ttl_s / 2))
-    task = asyncio.ensure_future(_sweep_every(jobs, every))
+    task = asyncio.ensure_future(_recover_then_sweep(jobs, every))
     try:
         yield
     finally:
@@ -56,7 +56,14 @@ async def sweeping(jobs: Jobs[Any]) -> AsyncIterator[None]:
             await task
 
 
-async def _sweep_every(jobs: Jobs[Any], every: float) -> None:
+async def _recover_then_sweep(jobs: Jobs[Any], every: float) -> None:
+    # In the background: reading every record left by an earlier process must not delay the
+    # server's listening (a volume may hold a day's jobs). A job read before it is recovered is
+    # settled by the read itself once its lease has lapsed.
+    try:
+        await asyncio.to_thread(jobs.recover)
+    except Exception as exc:
+        log.warning("jobs not recovered", extra={"error": repr(exc)[:300]})
     while True:
         await asyncio.sleep(every)
         try:

@@ -137,8 +137,6 @@ class Jobs(Generic[P]):
         self._version = 0
         self._renewing = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        if store.exclusive:
-            self._recover()
 
     # -- submitting ----------------------------------------------------------------------------
 
@@ -716,8 +714,10 @@ class Jobs(Generic[P]):
                 log.warning("job not swept", extra={"job_id": job_id, "error": repr(exc)[:300]})
         return gone
 
-    def _recover(self) -> None:
-        """Jobs a previous process left queued or running can no longer finish: say so. Only
+    def recover(self) -> None:
+        """Jobs a previous process left queued or running can no longer finish: say so (a
+        store this process alone writes; call it from a thread once the server listens: it
+        reads every record, and a volume may hold a day's jobs). Only
         where that process is surely gone (it ran on this machine and its pid is dead or is now
         this process's, or its lease lapsed): a folder on a volume that a rolling update's
         new pod mounts while the old one still drains holds the old one's live jobs, which its

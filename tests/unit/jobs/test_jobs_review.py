@@ -57,7 +57,7 @@ def messy_root(root: Path) -> None:
 def test_a_foreign_or_corrupt_record_does_not_stop_the_start(tmp_path: Path) -> None:
     messy_root(tmp_path)
     store = LocalJobStore(tmp_path)
-    Jobs(cast(Any, None), store, ttl_s=100)  # recovery at start reads every record
+    Jobs(cast(Any, None), store, ttl_s=100).recover()  # reads every record
     newer = store.get("newer")
     assert newer is not None  # a field from another version is ignored, not fatal
     assert newer.status is JobStatus.FAILED  # and its pending job is recorded lost
@@ -70,8 +70,9 @@ def test_a_foreign_or_corrupt_record_does_not_stop_the_start(tmp_path: Path) -> 
 def test_the_sweep_passes_over_what_it_cannot_read(tmp_path: Path) -> None:
     messy_root(tmp_path)
     store = LocalJobStore(tmp_path)
-    jobs = Jobs(cast(Any, None), store, ttl_s=100, wall=lambda: 1e10)
-    assert jobs.sweep() >= 1  # "newer", recorded lost at start, has expired by then
+    Jobs(cast(Any, None), store, ttl_s=100, wall=lambda: 1e10).recover()  # "newer": lost
+    later = Jobs(cast(Any, None), store, ttl_s=100, wall=lambda: 1e10 + 101)
+    assert later.sweep() >= 1  # kept the TTL from when it was recorded lost, then gone
     assert not (tmp_path / "newer").exists()
     assert (tmp_path / "lost+found").exists()
 
