@@ -9,8 +9,8 @@ would; its children inherit it), interleaved run by run, and timed from spawn to
 
 - a bare FastAPI app under uvicorn (the floor for listening);
 - `uvicorn handler.app:app` (the model loads from the lifespan);
-- `python -m handler` as documented (THAW_WORKER_START=auto: on one CPU the early worker waits
-  until the server listens);
+- `python -m handler` as documented (THAW_WORKER_START=auto: on one CPU the worker starts from
+  the lifespan, just before the server listens);
 - `python -m handler` with THAW_WORKER_START=early (the worker imports beside the server);
 - a plain script that imports torch and diffusers and loads the model (spawn to loaded).
 
@@ -82,7 +82,7 @@ Variant = Callable[[dict[str, str]], tuple[float | None, float | None]]
 VARIANTS: dict[str, Variant] = {
     "bare FastAPI app": lambda env: served(uvicorn_args("bench.bare_app:app"), env, ready=False),
     "uvicorn handler.app:app": lambda env: served(uvicorn_args("handler.app:app"), env, ready=True),
-    "python -m handler (auto: held)": lambda env: served(
+    "python -m handler (auto)": lambda env: served(
         [python(), "-m", "handler"], {**env, "THAW_WORKER_START": "auto"}, ready=True
     ),
     "python -m handler (early)": lambda env: served(

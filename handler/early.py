@@ -19,9 +19,6 @@ from runtime import collector, cpus
 from runtime.settings import PreloadPolicy, Settings, SettingsError, WorkerMode, WorkerStart
 from runtime.worker import WorkerProcess
 
-HOLD_S = 30.0
-"""The longest a held worker waits for the server to listen before it loads anyway."""
-
 
 def startup_collector(environ: Mapping[str, str]) -> AbstractContextManager[None]:
     """Pause the garbage collector while the server imports its web stack, as loads do (see
@@ -40,22 +37,23 @@ def start_worker_early(
     background or eager preload). Invalid settings start nothing: the app reports them.
 
     With fewer than two CPUs (affinity or cgroup quota, `runtime.cpus`) and a background
-    preload, the worker is held until the server listens (`THAW_WORKER_START`): the server's
-    imports and the worker's would share one CPU, and the server would listen later for nothing.
-    An eager preload waits for the load before listening, so it is never held."""
+    preload nothing starts here (`THAW_WORKER_START`): the worker's interpreter and imports
+    would share the one CPU with the server's, which would listen later for nothing; the load
+    then starts its worker from the lifespan, as under plain uvicorn, just before the server
+    listens. An eager preload waits for the load before listening, so it starts here."""
     try:
         settings = Config.from_env(environ).runtime
     except SettingsError:
         return None
     if settings.worker is not WorkerMode.PROCESS or settings.preload is PreloadPolicy.LAZY:
         return None
-    return WorkerProcess.start_early(
-        LOAD_REF, env=environ, hold_s=HOLD_S if held(settings, available_cpus) else None
-    )
+    if held(settings, available_cpus):
+        return None
+    return WorkerProcess.start_early(LOAD_REF, env=environ)
 
 
 def held(settings: Settings, available_cpus: float | None = None) -> bool:
-    """Whether the early worker waits for the server to listen before it imports and loads."""
+    """Whether the worker waits for the server's lifespan instead of starting first thing."""
     if settings.preload is not PreloadPolicy.BACKGROUND:
         return False
     if settings.worker_start is WorkerStart.AUTO:

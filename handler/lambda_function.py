@@ -40,7 +40,6 @@ with startup_collector(os.environ):
     from runtime.aws.warmup import Warmer
     from runtime.lifecycle.service import Service
     from runtime.observe.logs import configure_logging
-    from runtime.worker import release_held
 
 # The paths whose answer needs the model: on Lambda only these wait for a loading model (within the
 # invocation's time); probes, /metrics, the schema and unknown paths answer at once.
@@ -89,10 +88,6 @@ configure_logging(CONFIG.runtime.log_level, CONFIG.runtime.log_format)
 INIT_TYPE = InitType.parse(os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE"))
 SERVICE = build_lambda_service(CONFIG)
 handler = build_adapter(CONFIG, SERVICE)
-# A worker held while this process imported (one CPU, handler/early.py) waits for a server to
-# listen under `python -m handler`; on Lambda none ever does, and the hold would only end at its
-# time limit while the first invoke (or SnapStart's INIT) waits. The handler is ready: let it go.
-release_held()
 handler.init(INIT_TYPE, CONFIG.runtime.preload)
 # Under SnapStart the snapshot is taken after this import ends: awslambdaric runs these hooks
 # before it, and after each restore.

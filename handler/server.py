@@ -20,7 +20,6 @@ import uvicorn
 
 from runtime.lifecycle.drain import LISTENER_CLOSE_S, Drain, DrainReport
 from runtime.observe.logs import configure_logging
-from runtime.worker import release_held
 
 log = logging.getLogger("thaw.server")
 
@@ -42,11 +41,6 @@ class DrainingServer(uvicorn.Server):
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        # Listening now: a model worker held until then (one CPU, handler/early.py) may load.
-        release_held()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # A signal handler runs between two bytecodes of whatever the main thread (the event

@@ -302,17 +302,18 @@ class WorkerMode(StrEnum):
 
 
 class WorkerStart(StrEnum):
-    """When `python -m handler` lets its model worker import and load."""
+    """When `python -m handler` starts its model worker."""
 
     AUTO = "auto"
-    """At once where at least two CPUs are available, after the server listens below that."""
+    """First thing where at least two CPUs are available, from the lifespan below that."""
 
     EARLY = "early"
-    """At once, before the server imports its web stack: the two overlap on separate CPUs."""
+    """First thing, before the server imports its web stack: the two overlap on separate CPUs."""
 
     AFTER_LISTEN = "after_listen"
-    """Started at once but held until the server listens: on one CPU the two would share it and
-    the server would listen later without the model being ready any sooner."""
+    """From the lifespan, just before the server listens, as under plain uvicorn: on one CPU the
+    worker's start would share it with the server's imports, and the server would listen later
+    without the model being ready any sooner."""
 
 
 def _worker(env: EnvReader) -> WorkerMode:

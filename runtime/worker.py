@@ -84,11 +84,7 @@ class _Call:
 class WorkerProcess:
     """The parent's handle on one child process holding one model."""
 
-    def __init__(
-        self, load_ref: str, *, env: Mapping[str, str] | None = None, hold_s: float | None = None
-    ) -> None:
-        """`hold_s`: the child starts but waits (at most that long) for `release` before it
-        imports anything heavy or loads (see `start_early`)."""
+    def __init__(self, load_ref: str, *, env: Mapping[str, str] | None = None) -> None:
         self.started_at = time.monotonic()
         parent, child = socket.socketpair()
         command = [
@@ -99,8 +95,6 @@ class WorkerProcess:
             load_ref,
             str(os.getpid()),
         ]
-        if hold_s is not None:
-            command.append(str(hold_s))
         try:
             self._proc = _SPAWNER.submit(
                 subprocess.Popen,
@@ -123,43 +117,24 @@ class WorkerProcess:
         self.load_ref = load_ref
         self.env = dict(os.environ if env is None else env)
         self.started_early = False
-        self.held = hold_s is not None
-        if self.held:
-            with _early_lock:
-                _held.add(self)
 
     @classmethod
-    def start_early(
-        cls, load_ref: str, *, env: Mapping[str, str] | None = None, hold_s: float | None = None
-    ) -> WorkerProcess:
+    def start_early(cls, load_ref: str, *, env: Mapping[str, str] | None = None) -> WorkerProcess:
         """Start a worker now, before its owner exists, and keep it for `take` (one at a time).
 
         A server calls this first thing, so the child imports torch and loads the weights while
         the server still imports its web stack, instead of after. The child stops on its own if
-        this process dies before anyone takes it (it watches its socket while it loads).
-
-        Where the two would share one CPU, the overlap buys nothing and the server listens later
-        (measured: 1.93x a bare app on one core): with `hold_s` the child starts, then waits
-        for `release_held()` (the server calls it once it listens), at most `hold_s` seconds."""
+        this process dies before anyone takes it (it watches its socket while it loads)."""
         global _early
         with _early_lock:
             previous, _early = _early, None
         if previous is not None:
             previous.close()
-        early = cls(load_ref, env=env, hold_s=hold_s)
+        early = cls(load_ref, env=env)
         early.started_early = True
         with _early_lock:
             _early = early
         return early
-
-    def release(self) -> None:
-        """Let a held child go on to its imports and load (once; a no-op otherwise)."""
-        with _early_lock:
-            if not self.held:
-                return
-            self.held = False
-            _held.discard(self)
-        self._send(("go",))
 
     @classmethod
     def take(cls, load_ref: str, *, env: Mapping[str, str] | None = None) -> WorkerProcess:
@@ -359,16 +334,7 @@ _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thaw-spawner")
 docstring on `PR_SET_PDEATHSIG`)."""
 
 _early: WorkerProcess | None = None
-_held: set[WorkerProcess] = set()
-_early_lock = threading.Lock()  # guards the two above and each worker's `held`
-
-
-def release_held() -> None:
-    """Release every held worker (see `WorkerProcess.start_early`): the server listens."""
-    with _early_lock:
-        held = list(_held)
-    for worker in held:
-        worker.release()
+_early_lock = threading.Lock()
 
 
 # Exceptions travel as themselves only when their class comes from the standard library or this
@@ -428,13 +394,10 @@ class _ForwardingPhases(PhaseRecorder):
         self._send(("progress", name, detail))
 
 
-def serve(fd: int, load_ref: str, hold_s: float | None = None) -> None:
+def serve(fd: int, load_ref: str) -> None:
     """The child: load the model, report, then run calls (each in its own thread) until told to
-    stop; leave at once when the parent is gone, whatever the calls are doing. Held (`hold_s`),
-    it first waits for the parent's `go`, at most that long."""
+    stop; leave at once when the parent is gone, whatever the calls are doing."""
     conn = Connection(fd)
-    if hold_s is not None and not _held_until_go(conn, hold_s):
-        return
     sending = threading.Lock()
 
     def send(message: tuple[Any, ...]) -> None:
@@ -516,21 +479,6 @@ class _ChildWork(work_in_hand.Work):
             self._send(("progress", self._call_id, step, steps, at))
 
 
-def _held_until_go(conn: Connection, hold_s: float) -> bool:
-    """Wait for `go` (True), `stop` (False), the parent's end (leave), or the time limit (True:
-    a parent that never says go must not leave the model unloaded)."""
-    began = time.monotonic()
-    try:
-        if not conn.poll(hold_s):
-            log.warning("worker released by its time limit", extra={"hold_s": hold_s})
-            return True
-        message = conn.recv()
-    except (EOFError, OSError):
-        os._exit(0)
-    log.info("model worker released", extra={"held_s": round(time.monotonic() - began, 3)})
-    return bool(message[0] == "go")
-
-
 def _stop_if_told(conn: Connection, loading: threading.Event) -> None:
     """While the model loads the parent sends nothing but `stop`, and its death reads as the end
     of the socket: either way, leave at once instead of finishing a load nobody will use."""
@@ -574,7 +522,7 @@ def main(argv: list[str]) -> None:
     except SettingsError:
         settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
-    serve(int(argv[1]), argv[2], float(argv[4]) if len(argv) > 4 else None)
+    serve(int(argv[1]), argv[2])
 
 
 if __name__ == "__main__":
