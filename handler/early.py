@@ -47,12 +47,12 @@ def start_worker_early(
         return None
     if settings.worker is not WorkerMode.PROCESS or settings.preload is PreloadPolicy.LAZY:
         return None
-    if held(settings, available_cpus):
+    if starts_late(settings, available_cpus):
         return None
     return WorkerProcess.start_early(LOAD_REF, env=environ)
 
 
-def held(settings: Settings, available_cpus: float | None = None) -> bool:
+def starts_late(settings: Settings, available_cpus: float | None = None) -> bool:
     """Whether the worker waits for the server's lifespan instead of starting first thing."""
     if settings.preload is not PreloadPolicy.BACKGROUND:
         return False

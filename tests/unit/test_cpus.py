@@ -80,7 +80,7 @@ def test_this_machine_answers_a_positive_figure() -> None:
 @pytest.mark.parametrize(
     ("environ", "cpus_available", "expected"),
     [
-        ({}, 1.0, True),  # auto, one CPU: held
+        ({}, 1.0, True),  # auto, one CPU: from the lifespan
         ({}, 0.5, True),  # a fraction of one (a small Lambda function, a pod's quota)
         ({}, 2.0, False),  # auto, two: side by side
         ({"THAW_WORKER_START": "early"}, 1.0, False),
@@ -89,10 +89,10 @@ def test_this_machine_answers_a_positive_figure() -> None:
         ({"THAW_PRELOAD": "eager", "THAW_WORKER_START": "after_listen"}, 1.0, False),
     ],
 )
-def test_when_the_early_worker_is_held(
+def test_when_the_worker_starts_from_the_lifespan(
     environ: dict[str, str], cpus_available: float, expected: bool
 ) -> None:
-    from handler.early import held
+    from handler.early import starts_late
     from runtime.settings import Settings
 
-    assert held(Settings.from_env(environ), cpus_available) is expected
+    assert starts_late(Settings.from_env(environ), cpus_available) is expected
