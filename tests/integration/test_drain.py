@@ -240,7 +240,10 @@ def test_idle_unload_releases_the_model_and_a_request_loads_it_again(
 
 def test_the_drain_delay_keeps_accepting_then_refuses(idle_server: ServerProcess) -> None:
     server = idle_server
-    slow = Request(server, {**SLOW, "prompt": "keeps the drain busy"}, "delay-slow")
+    # Longer than SLOW: it must outlive the 1.8 s below on a quiet machine too (50 steps at
+    # 256 px took less in a clean-clone CI run).
+    longer = {**SLOW, "width": 384, "height": 384}
+    slow = Request(server, {**longer, "prompt": "keeps the drain busy"}, "delay-slow")
     wait_health(server, inflight=1)
     server.signal(signal.SIGTERM)
     signalled = time.monotonic()
