@@ -130,3 +130,18 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def python() -> str:
     return sys.executable
+
+
+def compile_bytecode() -> None:
+    """Write the project's bytecode before anything is timed, as the image does at build time.
+
+    With PYTHONDONTWRITEBYTECODE set (as on this machine) a module edited since its last
+    compile is compiled again at every spawn: 20-40 ms more per start of thaw on one CPU,
+    which the bare app, with nothing of ours to compile, never pays."""
+    subprocess.run(
+        [python(), "-m", "compileall", "-q", "handler", "runtime", "bench", "infra/scripts"],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+    )

@@ -19,7 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.common import ROOT, python
+from bench.common import ROOT, compile_bytecode, python
 from bench.suite import Samples, fmt, paired_ratio, plain_load, thaw_cold_start
 from runtime.observe.phases import PhaseRecorder
 from runtime.weights import pagecache
@@ -82,6 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
+    compile_bytecode()
     build_all()
     samples = measure(args.runs)
     lines = [

@@ -43,6 +43,7 @@ from bench.common import (
     FAILED,
     ROOT,
     LatencyProbe,
+    compile_bytecode,
     failed,
     free_port,
     median,
@@ -406,7 +407,7 @@ def main() -> None:
         "--family-runs", type=int, default=2, help="runs of bench.families' table (0: none)"
     )
     parser.add_argument(
-        "--one-core-runs", type=int, default=3, help="runs of bench.one_core's table (0: none)"
+        "--one-core-runs", type=int, default=7, help="runs of bench.one_core's table (0: none)"
     )
     parser.add_argument(
         "--job-runs", type=int, default=15, help="runs of bench.jobs' tables (0: none)"
@@ -420,6 +421,7 @@ def main() -> None:
         help="also start thaw with THAW_WORKER=inline in every run (adds about 40%%)",
     )
     args = parser.parse_args()
+    compile_bytecode()
     # The bare app, the floor for listening, starts right before thaw, after the same page-cache
     # work (reading 2 GB in, or evicting it, leaves the kernel busy for a moment): a baseline
     # started without it ran on a quieter machine.

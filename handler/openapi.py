@@ -89,6 +89,11 @@ def fit_request(component: dict[str, Any], terms: ModelTerms) -> None:
         properties["negative_prompt"]["description"] = (
             "Used only with true_cfg_scale > 1 (true classifier-free guidance)."
         )
+        if "true_cfg_scale" in properties:
+            properties["true_cfg_scale"]["description"] = (
+                "Above 1: true classifier-free guidance (two passes a step), which needs a "
+                "negative_prompt."
+            )
     component["description"] = (
         f"{component.get('description', '')}\n\nThe loaded model: {terms.pipeline}, native "
         f"size {native}."

@@ -126,6 +126,19 @@ class ModelTerms:
                     "with true_cfg_scale > 1 (true classifier-free guidance: two passes a step)",
                     field="negative_prompt",
                 )
+        if (
+            params.true_cfg_scale is not None
+            and params.true_cfg_scale > 1
+            and params.negative_prompt is None
+            and "negative_prompt" in self.takes
+        ):
+            # The call would skip true guidance without one, and the user pay for nothing.
+            raise InvalidRequest(
+                f"true_cfg_scale: this model ({self.pipeline}) runs true classifier-free "
+                "guidance (true_cfg_scale > 1) only against a negative_prompt: give one, or "
+                "leave true_cfg_scale out",
+                field="true_cfg_scale",
+            )
 
     def _check_side(self, field: str, side: int) -> None:
         if not MIN_SIDE <= side <= self.max_side:

@@ -106,6 +106,33 @@ def test_a_field_the_model_does_not_take_is_a_422_naming_it(
     assert FAMILIES[family.name].pipeline in error["message"]
 
 
+def test_true_guidance_without_a_negative_prompt_is_a_422_not_a_silent_no_op(
+    family: Family,
+) -> None:
+    """Flux's call runs true classifier-free guidance only when it has a negative prompt:
+    `true_cfg_scale` above 1 alone would be ignored, and the user would pay for nothing they
+    asked. A model that does not take `true_cfg_scale` refuses the field itself."""
+    if "true_cfg_scale" not in FAMILIES[family.name].takes:
+        response = family.server.post(
+            "/generate", json={"prompt": "a fox", **QUICK, "true_cfg_scale": 4.0}
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["message"].startswith("true_cfg_scale: ")
+        return
+    response = family.server.post(
+        "/generate", json={"prompt": "a fox", **QUICK, "true_cfg_scale": 4.0}
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["message"].startswith("true_cfg_scale: "), error
+    assert "negative_prompt" in error["message"]
+    assert [d["field"] for d in error["details"]] == ["true_cfg_scale"]
+    # With a negative prompt it is taken, and 1 (no true guidance) needs none.
+    for body in ({"negative_prompt": "blurry", "true_cfg_scale": 4.0}, {"true_cfg_scale": 1.0}):
+        response = family.server.post("/generate", json={"prompt": "a fox", **QUICK, **body})
+        assert response.status_code == 200, (body, response.text)
+
+
 def test_openapi_shows_what_the_loaded_model_takes(family: Family) -> None:
     server = family.server
     expected = FAMILIES[family.name]
