@@ -96,7 +96,7 @@ def request_hash(request: dict[str, Any]) -> str:
 
 
 class Jobs(Generic[P]):
-    """The jobs of one service. `submit` and the readers run on the event loop; progress
+    """The jobs of one service. `asubmit` and the readers run on the event loop; progress
     arrives from inference threads, lease renewals from a thread of their own (thread-safe).
 
     `lease_s`: how long a job stays held without a renewal. `dispatch(job_id)`: hand a new job
@@ -140,7 +140,7 @@ class Jobs(Generic[P]):
 
     # -- submitting ----------------------------------------------------------------------------
 
-    def submit(
+    async def asubmit(
         self,
         item: P,
         request: dict[str, Any],
@@ -152,41 +152,11 @@ class Jobs(Generic[P]):
     ) -> tuple[Job, bool]:
         """Accept a job (True) or return the one already under `job_id` with the same request
         (False). Raises `Overloaded`/`Draining` when no place is free, `JobConflict` when the id
-        holds another request. Call on the event loop; the store is read and written here, on
-        the loop: a server uses `asubmit`."""
-        digest = request_hash(request)
-        if job_id is not None:
-            existing = self.get(job_id)
-            if existing is not None:
-                return self._same(existing, digest), False
-        if self.dispatch is not None:
-            return self._dispatch(self.dispatch, request, digest, job_id)
-        ticket = self.service.reserve(job_id)
-        job = self._new(request, digest, job_id)
-        try:
-            version = self.store.create(job)
-        except BaseException:  # the store is unreachable: the place goes back, the client retries
-            self.service.gate.release(ticket)
-            raise
-        if version is None:  # another submission with this id won the race
-            self.service.gate.release(ticket)
-            return self._existing(job.id, digest), False
-        self._start(job, version, item, batch, key, encode, ticket)
-        return job, True
+        holds another request. Call on the event loop.
 
-    async def asubmit(
-        self,
-        item: P,
-        request: dict[str, Any],
-        *,
-        batch: Callable[[Any, list[P]], list[Any]],
-        key: Hashable | None,
-        encode: Callable[[Any], tuple[bytes, dict[str, Any]]],
-        job_id: str | None = None,
-    ) -> tuple[Job, bool]:
-        """`submit` with the store's reads and writes (and a Lambda hand-over) in threads: a
-        store that is slow or does not answer (S3 far away, a stalled path: botocore waits 30 s
-        per attempt) holds this submission, never the loop's probes and other requests.
+        The store's reads and writes (and a Lambda hand-over) run in threads: a store that is
+        slow or does not answer (S3 far away, a stalled path: botocore waits 30 s per attempt)
+        holds this submission, never the loop's probes and other requests.
 
         The place is taken on the loop before the record is written. If this submission is
         canceled while the write is under way, the place goes back and a record the write still

@@ -3,6 +3,7 @@ submission handed to another invocation (Lambda's asynchronous worker)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, cast
 
@@ -60,13 +61,15 @@ def test_a_dispatched_job_is_recorded_for_its_worker_and_handed_over(tmp_path: P
     store = LocalJobStore(tmp_path)
     dispatched: list[str] = []
     jobs = jobs_dispatching(store, dispatched)
-    accepted, created = jobs.submit(
-        None,
-        {"prompt": "p"},
-        batch=lambda m, b: b,
-        key=None,
-        encode=lambda v: (b"", {}),
-        job_id="j1",
+    accepted, created = asyncio.run(
+        jobs.asubmit(
+            None,
+            {"prompt": "p"},
+            batch=lambda m, b: b,
+            key=None,
+            encode=lambda v: (b"", {}),
+            job_id="j1",
+        )
     )
     assert created
     assert dispatched == ["j1"]
@@ -78,13 +81,15 @@ def test_a_dispatched_job_is_recorded_for_its_worker_and_handed_over(tmp_path: P
         1120.0,
     )
     assert accepted == stored
-    again, created = jobs.submit(
-        None,
-        {"prompt": "p"},
-        batch=lambda m, b: b,
-        key=None,
-        encode=lambda v: (b"", {}),
-        job_id="j1",
+    again, created = asyncio.run(
+        jobs.asubmit(
+            None,
+            {"prompt": "p"},
+            batch=lambda m, b: b,
+            key=None,
+            encode=lambda v: (b"", {}),
+            job_id="j1",
+        )
     )
     assert (again.id, created, dispatched) == ("j1", False, ["j1"])  # idempotent: once
 
@@ -93,13 +98,15 @@ def test_a_job_that_cannot_be_handed_over_leaves_nothing_behind(tmp_path: Path) 
     store = LocalJobStore(tmp_path)
     jobs = jobs_dispatching(store, [], fail=True)
     with pytest.raises(DispatchFailed) as raised:
-        jobs.submit(
-            None,
-            {"prompt": "p"},
-            batch=lambda m, b: b,
-            key=None,
-            encode=lambda v: (b"", {}),
-            job_id="j2",
+        asyncio.run(
+            jobs.asubmit(
+                None,
+                {"prompt": "p"},
+                batch=lambda m, b: b,
+                key=None,
+                encode=lambda v: (b"", {}),
+                job_id="j2",
+            )
         )
     assert raised.value.retry_after == 1
     assert store.get("j2") is None  # the client may submit again under the same id

@@ -152,7 +152,7 @@ def test_a_cancel_as_a_queued_job_is_handed_to_its_thread_stops_that_work(
 
     async def scenario() -> None:
         jobs = Jobs(cast(Any, service), LocalJobStore(tmp_path), ttl_s=100)
-        _job, _ = jobs.submit(
+        _job, _ = await jobs.asubmit(
             None,
             {"prompt": "p"},
             batch=lambda m, b: b,

@@ -102,7 +102,7 @@ def test_finishing_a_job_with_a_slow_store_leaves_livez_answering(
             stop = asyncio.Event()
             prober = asyncio.ensure_future(probe(client, latencies, stop))
             await asyncio.sleep(0.1)
-            job, created = jobs.submit(
+            job, created = await jobs.asubmit(
                 "item",
                 {"prompt": "p"},
                 batch=batch,
