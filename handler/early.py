@@ -39,8 +39,8 @@ def start_worker_early(
     With fewer than two CPUs (affinity or cgroup quota, `runtime.cpus`) and a background
     preload nothing starts here (`THAW_WORKER_START`): the worker's interpreter and imports
     would share the one CPU with the server's, which would listen later for nothing; the load
-    then starts its worker from the lifespan, as under plain uvicorn, just before the server
-    listens. An eager preload waits for the load before listening, so it starts here."""
+    then starts its worker once the server listens (handler/server.py). An eager preload waits
+    for the load before listening, so it starts here."""
     try:
         settings = Config.from_env(environ).runtime
     except SettingsError:
@@ -53,7 +53,7 @@ def start_worker_early(
 
 
 def starts_late(settings: Settings, available_cpus: float | None = None) -> bool:
-    """Whether the worker waits for the server's lifespan instead of starting first thing."""
+    """Whether the worker waits for the server to listen instead of starting first thing."""
     if settings.preload is not PreloadPolicy.BACKGROUND:
         return False
     if settings.worker_start is WorkerStart.AUTO:

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from types import FrameType
 
 import uvicorn
@@ -27,13 +28,20 @@ log = logging.getLogger("thaw.server")
 class DrainingServer(uvicorn.Server):
     """A uvicorn server whose stop signals start a drain instead of stopping at once.
 
-    Only uvicorn's public surface is used: `serve`, the `handle_exit` signal handler and the
+    Only uvicorn's public surface is used: `serve`, `startup` (whose end is the moment the
+    sockets accept: `on_listening` runs then), the `handle_exit` signal handler and the
     `should_exit` flag that its main loop polls.
     """
 
-    def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        drain: Drain,
+        on_listening: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         super().__init__(config)
         self.drain = drain
+        self.on_listening = on_listening
         self.report: DrainReport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining: asyncio.Task[None] | None = None
@@ -41,6 +49,11 @@ class DrainingServer(uvicorn.Server):
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit and self.on_listening is not None:
+            await self.on_listening()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # A signal handler runs between two bytecodes of whatever the main thread (the event
@@ -68,6 +81,7 @@ class DrainingServer(uvicorn.Server):
 
 def main() -> int:
     from handler.app import app  # reads the configuration once; imports no torch
+    from handler.early import starts_late
     from handler.state import AppState
 
     state: AppState = app.state.thaw
@@ -84,7 +98,10 @@ def main() -> int:
         lifespan="on",
         timeout_graceful_shutdown=LISTENER_CLOSE_S,
     )
-    server = DrainingServer(config, Drain(service))
+    if starts_late(settings):
+        # One CPU (or THAW_WORKER_START=after_listen): the worker starts once the server listens.
+        service.preload_when_listening()
+    server = DrainingServer(config, Drain(service), on_listening=service.listening)
     server.run()
     # The process is on its way out: a repeated stop signal must not turn a finished drain
     # into a death by signal (uvicorn restored the default handlers when it returned).

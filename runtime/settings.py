@@ -305,15 +305,15 @@ class WorkerStart(StrEnum):
     """When `python -m handler` starts its model worker."""
 
     AUTO = "auto"
-    """First thing where at least two CPUs are available, from the lifespan below that."""
+    """First thing where at least two CPUs are available, once the server listens below that."""
 
     EARLY = "early"
     """First thing, before the server imports its web stack: the two overlap on separate CPUs."""
 
     AFTER_LISTEN = "after_listen"
-    """From the lifespan, just before the server listens, as under plain uvicorn: on one CPU the
-    worker's start would share it with the server's imports, and the server would listen later
-    without the model being ready any sooner."""
+    """Once the server listens (its socket accepts): on one CPU the worker's start would share
+    it with the server's imports and start, and the server would listen later without the
+    model being ready any sooner. Under plain uvicorn the lifespan starts it, before listening."""
 
 
 def _worker(env: EnvReader) -> WorkerMode:

@@ -103,6 +103,8 @@ class Service(Generic[M]):
         if settings.idle_unload_s > 0:
             self.idle = IdleUnloader(slot, self.gate, settings.idle_unload_s, clock=clock)
         self._idle_watch: asyncio.Task[None] | None = None
+        self._preload_when_listening = False
+        self._listening_at: float | None = None
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -124,6 +126,21 @@ class Service(Generic[M]):
         if policy is PreloadPolicy.EAGER:
             await self.slot.aget(timeout=None)
 
+    def preload_when_listening(self) -> None:
+        """Leave the background preload to `listening()` instead of the lifespan: a server
+        whose model worker would share its only CPU calls it once its socket accepts, so the
+        worker's interpreter and imports do not delay the listening (handler/early.py)."""
+        self._preload_when_listening = True
+
+    async def listening(self) -> None:
+        """The server accepts connections now: note when (`/health`'s cold start), and start a
+        preload left for this moment."""
+        if self._listening_at is None:
+            self._listening_at = self._clock.monotonic()
+        if self._preload_when_listening:
+            self._preload_when_listening = False
+            await self.astart()
+
     @asynccontextmanager
     async def lifespan(self, _app: Any = None) -> AsyncIterator[None]:
         """An ASGI lifespan that may be entered more than once in a process.
@@ -138,7 +155,8 @@ class Service(Generic[M]):
         if first and self.slot.process_state is not ProcessState.SERVING:
             self.reopen()
         try:
-            await self.astart()
+            if not self._preload_when_listening:
+                await self.astart()
             if first and self.idle is not None:
                 self._idle_watch = asyncio.ensure_future(self.idle.watch())
             yield
@@ -496,5 +514,12 @@ class Service(Generic[M]):
             "served": served,
             "inference_errors": failed,
             "uptime_s": round(now - self._created_at, 3),
-            "cold_start": {"ready_after_s": ready_after},
+            "cold_start": {
+                # When `python -m handler` began to accept connections (None under another
+                # server, which does not say), and when the model was first ready.
+                "listening_after_s": None
+                if self._listening_at is None
+                else round(self._listening_at - self._created_at, 3),
+                "ready_after_s": ready_after,
+            },
         }
