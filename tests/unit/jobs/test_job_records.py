@@ -57,20 +57,25 @@ def jobs_dispatching(
     )
 
 
-def test_a_dispatched_job_is_recorded_for_its_worker_and_handed_over(tmp_path: Path) -> None:
-    store = LocalJobStore(tmp_path)
-    dispatched: list[str] = []
-    jobs = jobs_dispatching(store, dispatched)
-    accepted, created = asyncio.run(
+def submit(jobs: Jobs[Any], job_id: str) -> tuple[Job, bool]:
+    """Submit the same request under `job_id`, as POST /jobs with an idempotency key would."""
+    return asyncio.run(
         jobs.asubmit(
             None,
             {"prompt": "p"},
             batch=lambda m, b: b,
             key=None,
             encode=lambda v: (b"", {}),
-            job_id="j1",
+            job_id=job_id,
         )
     )
+
+
+def test_a_dispatched_job_is_recorded_for_its_worker_and_handed_over(tmp_path: Path) -> None:
+    store = LocalJobStore(tmp_path)
+    dispatched: list[str] = []
+    jobs = jobs_dispatching(store, dispatched)
+    accepted, created = submit(jobs, "j1")
     assert created
     assert dispatched == ["j1"]
     stored = store.get("j1")
@@ -81,16 +86,7 @@ def test_a_dispatched_job_is_recorded_for_its_worker_and_handed_over(tmp_path: P
         1120.0,
     )
     assert accepted == stored
-    again, created = asyncio.run(
-        jobs.asubmit(
-            None,
-            {"prompt": "p"},
-            batch=lambda m, b: b,
-            key=None,
-            encode=lambda v: (b"", {}),
-            job_id="j1",
-        )
-    )
+    again, created = submit(jobs, "j1")
     assert (again.id, created, dispatched) == ("j1", False, ["j1"])  # idempotent: once
 
 
@@ -98,15 +94,6 @@ def test_a_job_that_cannot_be_handed_over_leaves_nothing_behind(tmp_path: Path) 
     store = LocalJobStore(tmp_path)
     jobs = jobs_dispatching(store, [], fail=True)
     with pytest.raises(DispatchFailed) as raised:
-        asyncio.run(
-            jobs.asubmit(
-                None,
-                {"prompt": "p"},
-                batch=lambda m, b: b,
-                key=None,
-                encode=lambda v: (b"", {}),
-                job_id="j2",
-            )
-        )
+        submit(jobs, "j2")
     assert raised.value.retry_after == 1
     assert store.get("j2") is None  # the client may submit again under the same id
