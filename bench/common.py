@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
 
 
 def free_port() -> int:
@@ -145,3 +146,11 @@ def compile_bytecode() -> None:
         stdout=subprocess.DEVNULL,
         env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
     )
+
+
+def write_result(name: str, lines: Sequence[str]) -> None:
+    """Write a benchmark's report to bench/results/`name` and show it."""
+    text = "\n".join(lines) + "\n"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / name).write_text(text, encoding="utf-8")
+    print(text)

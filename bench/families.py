@@ -19,14 +19,13 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.common import ROOT, compile_bytecode, python
+from bench.common import ROOT, compile_bytecode, python, write_result
 from bench.suite import Samples, fmt, paired_ratio, plain_load, thaw_cold_start
 from runtime.observe.phases import PhaseRecorder
 from runtime.weights import pagecache
 
 FAMILIES = ("sd", "sdxl", "sd3", "flux")
 IMAGE = {"num_inference_steps": 2, "width": 64, "height": 64}
-RESULTS = ROOT / "bench" / "results"
 
 
 def family_folder(family: str) -> Path:
@@ -92,10 +91,7 @@ def main() -> None:
         "",
         *family_table(samples),
     ]
-    text = "\n".join(lines) + "\n"
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "families.md").write_text(text, encoding="utf-8")
-    print(text)
+    write_result("families.md", lines)
 
 
 if __name__ == "__main__":

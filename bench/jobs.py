@@ -36,10 +36,18 @@ from typing import Any
 import httpx
 from httpx_sse import connect_sse
 
-from bench.common import ROOT, free_port, median, percentile, python, spawn, stop, wait_status
+from bench.common import (
+    free_port,
+    median,
+    percentile,
+    python,
+    spawn,
+    stop,
+    wait_status,
+    write_result,
+)
 from bench.make_sd15 import default_output
 
-RESULTS = ROOT / "bench" / "results"
 VARIANTS = ("sync", "poll", "sse")
 
 
@@ -244,10 +252,7 @@ def main() -> None:
         "",
         *table(samples),
     ]
-    text = "\n".join(lines) + "\n"
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "jobs.md").write_text(text, encoding="utf-8")
-    print(text)
+    write_result("jobs.md", lines)
 
 
 if __name__ == "__main__":
