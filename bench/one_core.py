@@ -9,12 +9,14 @@ would; its children inherit it), interleaved run by run, and timed from spawn to
 
 - a bare FastAPI app under uvicorn (the floor for listening);
 - `uvicorn handler.app:app` (the model loads from the lifespan);
-- `python -m handler` as documented (THAW_WORKER_START=auto: on one CPU the worker starts from
-  the lifespan, just before the server listens);
+- `python -m handler` as documented (THAW_WORKER_START=auto: on one CPU the worker starts once
+  the server listens);
 - `python -m handler` with THAW_WORKER_START=early (the worker imports beside the server);
 - a plain script that imports torch and diffusers and loads the model (spawn to loaded).
 
-The probing client runs unpinned, on another CPU where there is one. Writes
+Each server starts right after a bare app of its own (the bare row pools those, one per server
+per run), and its listen ratio is the median of the pairs; the ready ratio is of medians. The
+probing client (this process) runs on the other CPUs where there are any. Writes
 bench/results/one-core.md.
 """
 
@@ -25,7 +27,8 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.common import ROOT, compile_bytecode, free_port, median, python, stop, wait_status
@@ -101,6 +104,25 @@ def measure(env: dict[str, str], runs: int) -> Found:
     figure: what ran before a start, a model load or a process exit, moves both alike)."""
     bare = VARIANTS["bare FastAPI app"]
     found: Found = {name: ([], [], []) for name in VARIANTS}
+    with probing_elsewhere():
+        run_pairs(env, runs, bare, found)
+    return found
+
+
+@contextmanager
+def probing_elsewhere() -> Iterator[None]:
+    """This process (the probing client) off the servers' CPU while it times them."""
+    mine = os.sched_getaffinity(0)
+    others = mine - {CPU}
+    if others:
+        os.sched_setaffinity(0, others)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, mine)
+
+
+def run_pairs(env: dict[str, str], runs: int, bare: Variant, found: Found) -> None:
     for _ in range(runs):
         for name, variant in VARIANTS.items():
             if name == "bare FastAPI app":
@@ -117,7 +139,6 @@ def measure(env: dict[str, str], runs: int) -> Found:
                     found[name][2].append(live / floor)
             if ready is not None:
                 found[name][1].append(ready)
-    return found
 
 
 def table(found: Found) -> list[str]:

@@ -28,6 +28,7 @@ from handler.pipeline import (
 from handler.routes import generate, jobs, metrics, openai_images, playground, probes
 from handler.schemas import request_model
 from handler.state import AppState
+from handler.terms import KnownTerms
 from runtime.jobs.runner import Jobs
 from runtime.jobs.s3store import S3JobStore, make_client
 from runtime.jobs.store import JobStore, LocalJobStore
@@ -45,14 +46,20 @@ SERVER_LOGGERS = ("uvicorn.access", "uvicorn.error")
 
 
 def build_service(
-    config: Config, slot: ModelSlot[LoadedPipeline] | None = None
+    config: Config,
+    slot: ModelSlot[LoadedPipeline] | None = None,
+    known: KnownTerms | None = None,
 ) -> Service[LoadedPipeline]:
-    """Bind the pipeline loader to the slot and wrap it in a service."""
+    """Bind the pipeline loader to the slot and wrap it in a service; each load tells `known`
+    what its model takes."""
     slot = PIPELINE if slot is None else slot
     loader = choose_loader(config)
 
     def load(phases: PhaseRecorder) -> LoadedPipeline:
-        return loader(config, phases)
+        loaded = loader(config, phases)
+        if known is not None and loaded.terms is not None:
+            known.terms = loaded.terms
+        return loaded
 
     slot.bind(
         load,
@@ -94,12 +101,15 @@ def create_app(
     *,
     lifespan: bool = True,
     dispatch: Callable[[str], None] | None = None,
+    known: KnownTerms | None = None,
 ) -> FastAPI:
     """Build the app. `lifespan=False` is for Mangum, which would re-run it every invocation;
-    `dispatch` hands each new job to another invocation (Lambda's asynchronous worker)."""
+    `dispatch` hands each new job to another invocation (Lambda's asynchronous worker); `known`
+    is what the loads of a `service` built elsewhere tell (`build_service`)."""
     config = Config.from_env(os.environ) if config is None else config
     redact_queries(*SERVER_LOGGERS)
-    service = build_service(config) if service is None else service
+    known = KnownTerms() if known is None else known
+    service = build_service(config, known=known) if service is None else service
     kwargs: dict[str, Any] = {"lifespan": app_lifespan} if lifespan else {}
     app = FastAPI(
         title="thaw text-to-image",
@@ -118,6 +128,7 @@ def create_app(
         service=service,
         request_model=model,
         jobs=build_jobs(service, settings, dispatch=dispatch),
+        known=known,
     )
     app.include_router(probes.router)
     app.include_router(metrics.router)

@@ -32,6 +32,7 @@ with startup_collector(os.environ):
     from handler.lambda_jobs import job_runner
     from handler.pipeline import LoadedPipeline
     from handler.snapstart import PipelineProcess
+    from handler.terms import KnownTerms
     from runtime.aws.adapter import LambdaAdapter
     from runtime.aws.dispatch import SelfInvoker
     from runtime.aws.emf import EmfWriter
@@ -49,24 +50,30 @@ MODEL_PATHS = ("/generate", "/v1/images/generations")
 ENVIRONMENT_ID = uuid.uuid4().hex[:12]
 
 
-def build_lambda_service(config: Config) -> Service[LoadedPipeline]:
+def build_lambda_service(config: Config, known: KnownTerms) -> Service[LoadedPipeline]:
     """The service, bound to the process-wide slot, as the adapter drives it.
 
     The adapter waits for the model within the invocation's remaining time before the app sees
     the request, so the app itself must not wait again past Lambda's deadline: its warm wait is
     zero and a model still loading is its clean 503."""
     settings = dataclasses.replace(config.runtime, warm_wait_s=0.0)
-    return build_service(dataclasses.replace(config, runtime=settings))
+    return build_service(dataclasses.replace(config, runtime=settings), known=known)
 
 
-def build_adapter(config: Config, service: Service[LoadedPipeline]) -> LambdaAdapter:
+def build_adapter(
+    config: Config, service: Service[LoadedPipeline], known: KnownTerms
+) -> LambdaAdapter:
     """The app behind Mangum, inside the adapter that owns INIT, warm-ups and deadlines. With
     jobs in S3 (THAW_JOBS_URL), a job is accepted at once and runs in an asynchronous
     invocation of this same function (handler.lambda_jobs)."""
     settings = config.runtime
     dispatcher = SelfInvoker() if settings.jobs_url is not None else None
     app = create_app(
-        config, service, lifespan=False, dispatch=dispatcher.dispatch if dispatcher else None
+        config,
+        service,
+        lifespan=False,
+        dispatch=dispatcher.dispatch if dispatcher else None,
+        known=known,
     )
     return LambdaAdapter(
         service.slot,
@@ -86,8 +93,9 @@ def build_adapter(config: Config, service: Service[LoadedPipeline]) -> LambdaAda
 CONFIG = Config.from_env(os.environ)
 configure_logging(CONFIG.runtime.log_level, CONFIG.runtime.log_format)
 INIT_TYPE = InitType.parse(os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE"))
-SERVICE = build_lambda_service(CONFIG)
-handler = build_adapter(CONFIG, SERVICE)
+KNOWN = KnownTerms()
+SERVICE = build_lambda_service(CONFIG, KNOWN)
+handler = build_adapter(CONFIG, SERVICE, KNOWN)
 handler.init(INIT_TYPE, CONFIG.runtime.preload)
 # Under SnapStart the snapshot is taken after this import ends: awslambdaric runs these hooks
 # before it, and after each restore.

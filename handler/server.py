@@ -42,6 +42,7 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.drain = drain
         self.on_listening = on_listening
+        self._signaled = False  # set in the signal handler itself, before the loop hears of it
         self.report: DrainReport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining: asyncio.Task[None] | None = None
@@ -52,12 +53,17 @@ class DrainingServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if self.started and not self.should_exit and self.on_listening is not None:
+        # A stop signal may have come while uvicorn started: its drain is queued on the loop
+        # but has not closed the slot yet, and nothing must start loading for a process that
+        # is on its way out.
+        stopping = self._signaled or self.should_exit
+        if self.started and not stopping and self.on_listening is not None:
             await self.on_listening()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # A signal handler runs between two bytecodes of whatever the main thread (the event
         # loop) was doing, maybe inside a lock the drain needs: only hand over to the loop.
+        self._signaled = True
         if self._loop is None:
             super().handle_exit(sig, frame)
             return

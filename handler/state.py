@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
@@ -10,6 +10,7 @@ from fastapi import Request
 from handler.config import Config
 from handler.pipeline import GenerationParams, LoadedPipeline
 from handler.schemas import GenerateRequestBase
+from handler.terms import KnownTerms
 from runtime.jobs.runner import Jobs
 from runtime.lifecycle.service import Service
 
@@ -43,6 +44,7 @@ class AppState:
     service: Service[LoadedPipeline]
     request_model: type[GenerateRequestBase]
     jobs: Jobs[GenerationParams]
+    known: KnownTerms = field(default_factory=KnownTerms)
 
     @classmethod
     def of(cls, request: Request) -> AppState:

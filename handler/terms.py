@@ -297,3 +297,25 @@ def _setting_or_default(setting: float | None, call: Any, name: str) -> float | 
         return setting
     value = _default(call, name, None)
     return None if value is None else float(value)
+
+
+def refuse_on_every_model(params: GenerationParams) -> None:
+    """Refuse, before any model has loaded, what no model serves: `true_cfg_scale` above 1
+    without a negative prompt. A model that takes `true_cfg_scale` (Flux) runs true guidance
+    only against a negative prompt; any other refuses the field."""
+    scale = params.true_cfg_scale
+    if scale is not None and scale > 1 and params.negative_prompt is None:
+        raise InvalidRequest(
+            "true_cfg_scale: above 1 (true classifier-free guidance) it needs a negative_prompt, "
+            "on any model that takes true_cfg_scale at all",
+            field="true_cfg_scale",
+        )
+
+
+class KnownTerms:
+    """What this process's model takes, as its latest load said: kept after the model is
+    released (an idle unload, a lost worker), since the same THAW_MODEL takes the same, so a
+    request it refuses is refused at once instead of after a reload."""
+
+    def __init__(self) -> None:
+        self.terms: ModelTerms | None = None

@@ -26,6 +26,7 @@ from handler.pipeline import (
 )
 from handler.schemas import GenerateRequestBase, check_pixel_budget
 from handler.state import AppState
+from handler.terms import refuse_on_every_model
 from runtime.errors import InvalidRequest
 from runtime.jobs.destinations import WebhookRefused
 from runtime.jobs.runner import JobWork
@@ -140,13 +141,19 @@ def budgeted(
 ) -> Callable[[LoadedPipeline, list[GenerationParams]], list[GeneratedImage]]:
     """The batch function for this request: the pixel budget checked (before queueing when the
     model's default size is known, and again against the model that runs it), then generate.
-    `generate_batch` fits each request to the model that runs it (its defaults, what it takes);
-    when a model is loaded already, a request it refuses is refused before queueing."""
+    `generate_batch` fits each request to the model that runs it (its defaults, what it takes).
+    A request the model refuses is refused before queueing once a load has said what the model
+    takes (it may have been unloaded since); before any load, what no model serves is."""
     limits = state.config.limits
     loaded = state.service.slot.peek()
-    if loaded is not None:  # refuse before queueing when the model's default size is known
+    if loaded is not None:
         check_pixel_budget(params, loaded.default_size, limits)
         loaded.fit(params)
+    elif (terms := state.known.terms) is not None:  # released since: the same model's terms
+        check_pixel_budget(params, terms.default_size, limits)
+        terms.fit(params)
+    else:
+        refuse_on_every_model(params)
 
     def generate_within_budget(
         model: LoadedPipeline, batch: list[GenerationParams]

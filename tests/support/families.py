@@ -65,6 +65,7 @@ FAMILIES = {
         BASE | {"true_cfg_scale", "max_sequence_length"},
         # Flux's call takes a negative prompt only for true CFG: alone, it is refused.
         ("negative_prompt", "blurry"),
-        {"true_cfg_scale": 2.0, "max_sequence_length": 32},
+        # True CFG runs only against a negative prompt: without one it is refused too.
+        {"true_cfg_scale": 2.0, "max_sequence_length": 32, "negative_prompt": "blurry"},
     ),
 }
