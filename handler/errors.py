@@ -111,6 +111,17 @@ def problem_of(exc: Exception) -> Problem:
         described = tuple(_described(problem) for problem in exc.errors())
         message = "; ".join(f"{name}: {text}" for name, text in described) or "invalid request"
         return Problem(422, "invalid_request", message, fields=described, cause=exc)
+    if (
+        isinstance(exc, HTTPException)
+        and exc.status_code == 400
+        and isinstance(exc.__cause__, ValueError)
+    ):
+        # FastAPI's answer to a JSON body its parser refused other than by a JSONDecodeError
+        # (bytes that are not UTF-8, an integer past Python's 4,300-digit limit): the body is at
+        # fault, as with any other body that is not JSON.
+        reason = str(exc.__cause__).split(";")[0]
+        text = f"not valid JSON ({reason})"
+        return Problem(422, "invalid_request", f"body: {text}", fields=(("body", text),), cause=exc)
     if isinstance(exc, HTTPException):
         status = exc.status_code
         code = HTTP_CODES.get(status, "http_error")

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from handler.config import ImageLimits
 from handler.pipeline import GenerationParams
-from handler.schemas import MAX_SEED, GenerateRequestBase
+from handler.schemas import MAX_SEED, NUMBER_FIELDS, GenerateRequestBase, not_a_boolean
 from runtime.errors import InvalidRequest
 
 SIZE = re.compile(r"([1-9][0-9]{0,5})x([1-9][0-9]{0,5})")
@@ -78,6 +78,12 @@ class ImagesRequestBase(BaseModel):
                 f"at most {cls.max_images} {images} a request (THAW_MAX_BATCH={cls.max_images})"
             )
         return n
+
+    @field_validator("n", *NUMBER_FIELDS, mode="before", check_fields=False)
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any) -> Any:
+        # thaw's own fields come from /generate's model by `images_request_model`.
+        return not_a_boolean(value)
 
     @field_validator("size")
     @classmethod

@@ -12,9 +12,9 @@ after (`LoadedPipeline.fit`, a 422 naming the field), and `/openapi.json` then s
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from handler.config import MAX_SIDE_CEILING, ImageLimits
 from handler.pipeline import GenerationParams
@@ -24,6 +24,22 @@ from runtime.jobs.destinations import MAX_URL_CHARS
 from runtime.jobs.webhooks import JobEvent
 
 MAX_SEED = 2**32 - 1
+NUMBER_FIELDS = (
+    "num_inference_steps",
+    "guidance_scale",
+    "width",
+    "height",
+    "seed",
+    "true_cfg_scale",
+    "max_sequence_length",
+)
+
+
+def not_a_boolean(value: Any) -> Any:
+    """JSON's true and false are not numbers, whatever pydantic's lax mode makes of them (1, 0)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")
+    return value
 
 
 class GenerateRequestBase(BaseModel):
@@ -48,6 +64,11 @@ class GenerateRequestBase(BaseModel):
     webhook_events: list[JobEvent] | None = Field(
         None, description="Which events the webhook gets; `completed` when omitted."
     )
+
+    @field_validator(*NUMBER_FIELDS, mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any) -> Any:
+        return not_a_boolean(value)
 
     def to_params(self, limits: ImageLimits) -> GenerationParams:
         """The request as `GenerationParams`, a seed drawn if none was given. Omitted fields

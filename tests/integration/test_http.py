@@ -124,6 +124,11 @@ def test_get_works_for_a_quick_try(server: ServerProcess) -> None:
         ({"prompt": "x", "width": 2048, "height": 2048}, "body", "1048576 pixels"),
         ({"prompt": "x", "colour": "red"}, "colour", "Extra inputs"),
         ({"prompt": "x" * 2001}, "prompt", "2000"),
+        # JSON's true and false are not numbers (pydantic's lax mode reads them as 1 and 0).
+        ({"prompt": "x", "num_inference_steps": True}, "num_inference_steps", "not true/false"),
+        ({"prompt": "x", "guidance_scale": False}, "guidance_scale", "not true/false"),
+        ({"prompt": "x", "seed": True}, "seed", "not true/false"),
+        ({"prompt": "x", "width": True}, "width", "not true/false"),
     ],
 )
 def test_invalid_requests_get_422_naming_the_field_and_bound(
@@ -147,6 +152,15 @@ def test_a_body_that_is_not_json_gets_422(server: ServerProcess) -> None:
         "/generate", content=b'{"prompt": ', headers={"content-type": "application/json"}
     )
     assert broken.status_code == 422
+    # An integer of more digits than Python's int parser takes (4,300) is a ValueError, not a
+    # JSONDecodeError: still the body at fault, a 422 like any other body that cannot be read.
+    huge = server.post(
+        "/generate",
+        content=b'{"prompt": "x", "num_inference_steps": ' + b"9" * 5000 + b"}",
+        headers={"content-type": "application/json"},
+    )
+    assert huge.status_code == 422, huge.text
+    assert [d["field"] for d in huge.json()["error"]["details"]] == ["body"]
 
 
 def test_a_body_over_the_limit_gets_413(server: ServerProcess) -> None:

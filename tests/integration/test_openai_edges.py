@@ -63,6 +63,9 @@ def client(server: ServerProcess) -> Iterator[openai.OpenAI]:
         ({"extra_body": {"width": 64}}, "width"),  # OpenAI's request has no width: as sent
         ({"extra_body": {"seed": -1}}, "seed"),
         ({"extra_body": {"guidance_scale": "Infinity"}}, "guidance_scale"),
+        ({"n": True}, "n"),
+        ({"extra_body": {"num_inference_steps": True}}, "num_inference_steps"),
+        ({"extra_body": {"seed": False}}, "seed"),
         ({"prompt": ""}, "prompt"),
         ({"prompt": "a" * 60_000}, "prompt"),  # under the body limit, over the prompt's
     ],
