@@ -161,6 +161,11 @@ def test_a_body_that_is_not_json_gets_422(server: ServerProcess) -> None:
     )
     assert huge.status_code == 422, huge.text
     assert [d["field"] for d in huge.json()["error"]["details"]] == ["body"]
+    not_utf8 = server.post(
+        "/generate", content=b'{"prompt": "\xff"}', headers={"content-type": "application/json"}
+    )
+    assert not_utf8.status_code == 422, not_utf8.text
+    assert [d["field"] for d in not_utf8.json()["error"]["details"]] == ["body"]
 
 
 def test_a_body_over_the_limit_gets_413(server: ServerProcess) -> None:
